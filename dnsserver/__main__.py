@@ -1,0 +1,3 @@
+from dnsserver.cli import main
+
+raise SystemExit(main())

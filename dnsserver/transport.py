@@ -1,0 +1,179 @@
+"""UDP and TCP listeners; both hand each message to one ``handle(bytes, tcp) -> bytes | None``.
+
+TCP follows RFC 7766: several (pipelined) queries per connection, answered in order; a
+connection with no complete query for ``idle_timeout`` seconds is closed; at most
+``max_connections`` are open, and a new one beyond that closes the longest-idle one. A client
+that stops reading its replies stops being read (back-pressure), so it cannot fill our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("dnsserver.transport")
+
+Handle = Callable[[bytes, bool], "bytes | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    idle_timeout: float = 10.0
+    max_connections: int = 1000
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, handle: Handle) -> None:
+        self._handle = handle
+        self._sendto: Callable[..., None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sendto = transport.sendto  # type: ignore[attr-defined]  # uvloop's is no subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        reply = self._handle(data, False)
+        if reply is not None and self._sendto is not None:
+            self._sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)  # ICMP errors from clients that went away
+
+
+class TcpConnections:
+    """The open TCP connections of one server, for the bound and for shutdown."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.open: dict[TcpProtocol, None] = {}  # insertion order = least recently active first
+
+    def add(self, conn: TcpProtocol) -> None:
+        while len(self.open) >= self.limits.max_connections:
+            oldest = next(iter(self.open))
+            oldest.close()
+            self.open.pop(oldest, None)
+        self.open[conn] = None
+
+    def touch(self, conn: TcpProtocol) -> None:
+        if conn in self.open:
+            del self.open[conn]
+            self.open[conn] = None
+
+    def remove(self, conn: TcpProtocol) -> None:
+        self.open.pop(conn, None)
+
+    def close_all(self) -> None:
+        for conn in list(self.open):
+            conn.close()
+        self.open.clear()
+
+
+class TcpProtocol(asyncio.Protocol):
+    def __init__(self, handle: Handle, connections: TcpConnections) -> None:
+        self._handle = handle
+        self._connections = connections
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._last_query = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._connections.add(self)
+        self._schedule_idle_check(self._connections.limits.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.remove(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= 2 and self._transport is not None:
+            length = buffer[0] << 8 | buffer[1]
+            if length == 0:  # no DNS message is empty: the stream is broken
+                self.close()
+                return
+            if len(buffer) < 2 + length:
+                return
+            message = bytes(buffer[2 : 2 + length])
+            del buffer[: 2 + length]
+            self._last_query = time.monotonic()
+            self._connections.touch(self)
+            reply = self._handle(message, True)
+            if reply is not None:
+                self._transport.write(len(reply).to_bytes(2, "big") + reply)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _schedule_idle_check(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        idle = time.monotonic() - self._last_query
+        remaining = self._connections.limits.idle_timeout - idle
+        if remaining <= 0:
+            self.close()
+        else:
+            self._schedule_idle_check(remaining)
+
+
+class DnsListeners:
+    """UDP and TCP sockets on every listen address, all serving one handle function."""
+
+    def __init__(self, handle: Handle, limits: Limits | None = None) -> None:
+        self._handle = handle
+        self.connections = TcpConnections(limits or Limits())
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self.addresses: list[tuple[str, int]] = []
+
+    async def start(self, listen: list[tuple[str, int]]) -> None:
+        """Bind TCP first, so that port 0 picks one port that UDP then shares."""
+        loop = asyncio.get_running_loop()
+        for host, port in listen:
+            tcp = await loop.create_server(
+                lambda: TcpProtocol(self._handle, self.connections), host, port,
+                family=_family(host), reuse_address=True, backlog=1024,
+            )
+            bound_port = tcp.sockets[0].getsockname()[1]
+            self._tcp.append(tcp)
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: UdpProtocol(self._handle), local_addr=(host, bound_port),
+                family=_family(host),
+            )
+            self._udp.append(udp)
+            self.addresses.append((host, bound_port))
+
+    async def stop(self) -> None:
+        """Stop accepting, close UDP, close every TCP connection, then wait for the servers."""
+        for tcp in self._tcp:
+            tcp.close()
+        for udp in self._udp:
+            udp.close()
+        self.connections.close_all()
+        for tcp in self._tcp:
+            await tcp.wait_closed()
+        self._tcp.clear()
+        self._udp.clear()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -1,0 +1,205 @@
+"""DNS messages at the byte level: a bounds-checked query parser, replies, OPT and truncation.
+
+The hot path in :mod:`dnsserver.handler` reads the common query shape with slices; this module
+holds the careful parser for everything else and the helpers both share.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from zones.records import FORMERR, NOTIMP, OPT
+
+HEADER_LENGTH = 12
+MAX_NAME_LENGTH = 255
+MIN_UDP_SIZE = 512
+MAX_MESSAGE_SIZE = 65535
+OUR_UDP_SIZE = 1232  # what we advertise in OPT (DNS flag day 2020)
+BADVERS = 16
+
+_OPT_PLAIN = b"\x00\x00\x29" + OUR_UDP_SIZE.to_bytes(2, "big") + b"\x00\x00\x00\x00\x00\x00"
+_OPT_DO = b"\x00\x00\x29" + OUR_UDP_SIZE.to_bytes(2, "big") + b"\x00\x00\x80\x00\x00\x00"
+OPT_RECORDS = (_OPT_PLAIN, _OPT_DO)
+_U16 = struct.Struct(">H")
+
+
+class FormError(ValueError):
+    """The message is not a well-formed DNS query."""
+
+
+class Truncated(FormError):
+    """The message ends in the middle of a field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    udp_size: int
+    version: int
+    do: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A parsed query: enough to answer it and to echo its question exactly."""
+
+    question_end: int  # offset just past QCLASS
+    name: bytes  # the question name as sent (case kept), uncompressed wire form
+    qtype: int
+    qclass: int
+    edns: Edns | None
+
+
+class Cursor:
+    """Reads a message front to back; reading past the end raises :class:`Truncated`."""
+
+    __slots__ = ("data", "offset")
+
+    def __init__(self, data: bytes, offset: int = 0) -> None:
+        self.data = data
+        self.offset = offset
+
+    def take(self, count: int) -> bytes:
+        end = self.offset + count
+        if end > len(self.data):
+            raise Truncated(f"message ends at byte {len(self.data)}, needed {end}")
+        chunk = self.data[self.offset : end]
+        self.offset = end
+        return chunk
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        value: int = _U16.unpack(self.take(2))[0]
+        return value
+
+    def name(self, *, allow_pointers: bool) -> bytes:
+        """A domain name; its uncompressed wire form when it has no pointer."""
+        start = self.offset
+        while True:
+            length = self.u8()
+            if length == 0:
+                break
+            if length & 0xC0 == 0xC0:
+                if not allow_pointers:
+                    raise FormError("compression pointer in the question name")
+                self.take(1)  # a pointer ends the name; its target is not needed here
+                break
+            if length > 63:
+                raise FormError(f"label length {length} is over 63")
+            self.take(length)
+            if self.offset - start > MAX_NAME_LENGTH:
+                raise FormError("name is longer than 255 octets")
+        return self.data[start : self.offset]
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse a query after the header checks; raises :class:`FormError` when malformed."""
+    qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHH", data, 4)
+    if qdcount != 1:
+        raise FormError(f"QDCOUNT is {qdcount}, not 1")
+    cursor = Cursor(data, HEADER_LENGTH)
+    name = cursor.name(allow_pointers=False)
+    qtype, qclass = cursor.u16(), cursor.u16()
+    question_end = cursor.offset
+    edns = None
+    for _ in range(ancount + nscount):
+        _skip_record(cursor)
+    for _ in range(arcount):
+        found = _read_additional(cursor)
+        if found is not None:
+            if edns is not None:
+                raise FormError("more than one OPT record")
+            edns = found
+    return Query(question_end, name, qtype, qclass, edns)
+
+
+def _skip_record(cursor: Cursor) -> None:
+    cursor.name(allow_pointers=True)
+    cursor.take(8)
+    cursor.take(cursor.u16())
+
+
+def _read_additional(cursor: Cursor) -> Edns | None:
+    owner = cursor.name(allow_pointers=True)
+    rtype, rclass = cursor.u16(), cursor.u16()
+    extended = cursor.take(4)
+    cursor.take(cursor.u16())
+    if rtype != OPT:
+        return None
+    if owner != b"\x00":
+        raise FormError("OPT record owner is not the root")
+    return Edns(udp_size=rclass, version=extended[1], do=bool(extended[2] & 0x80))
+
+
+def udp_limit(edns_size: int | None) -> int:
+    """The largest UDP reply the client accepts: 512 without EDNS, else what it advertised."""
+    if edns_size is None:
+        return MIN_UDP_SIZE
+    return min(max(edns_size, MIN_UDP_SIZE), MAX_MESSAGE_SIZE)
+
+
+def header_only(data: bytes, rcode: int) -> bytes:
+    """A reply with no sections, for queries too broken to echo (FORMERR, NOTIMP)."""
+    flags = bytes((0x80 | (data[2] & 0x79), rcode))  # QR, opcode and RD kept
+    return data[:2] + flags + b"\x00" * 8
+
+
+def error_reply(data: bytes, query: Query, rcode: int) -> bytes:
+    """A reply echoing the question with ``rcode`` and no records (REFUSED, SERVFAIL, BADVERS)."""
+    edns = query.edns
+    counts = b"\x00\x01\x00\x00\x00\x00" + (b"\x00\x01" if edns else b"\x00\x00")
+    flags = bytes((0x80 | (data[2] & 0x79), (rcode & 0x0F) | (data[3] & 0x10)))
+    reply = data[:2] + flags + counts + data[HEADER_LENGTH : query.question_end]
+    if edns is not None:
+        extended = (rcode >> 4).to_bytes(1, "big")
+        reply += (
+            b"\x00\x00\x29" + OUR_UDP_SIZE.to_bytes(2, "big") + extended
+            + (b"\x00\x80\x00" if edns.do else b"\x00\x00\x00") + b"\x00\x00"
+        )
+    return reply
+
+
+def split_records(body: bytes, count: int) -> list[bytes]:
+    """The first ``count`` records of a section we encoded (owners are pointers or plain names)."""
+    records = []
+    offset = 0
+    for _ in range(count):
+        start = offset
+        if body[offset] & 0xC0 == 0xC0:
+            offset += 2
+        else:
+            while body[offset]:
+                offset += 1 + body[offset]
+            offset += 1
+        offset += 10 + _U16.unpack_from(body, offset + 8)[0]
+        records.append(body[start:offset])
+    return records
+
+
+def truncate(
+    head: bytes, question: bytes, answer_section: bytes, ancount: int, opt: bytes, limit: int
+) -> bytes:
+    """Fit a reply into ``limit`` bytes: drop the additional section, then answer records (TC).
+
+    ``head`` is ID and flags; the counts are rebuilt here. Whole records only (RFC 2181 §9):
+    TC is set only when answer records had to go.
+    """
+    room = limit - HEADER_LENGTH - len(question) - len(opt)
+    arcount = 1 if opt else 0
+    if len(answer_section) <= room:
+        counts = struct.pack(">HHHH", 1, ancount, 0, arcount)
+        return head + counts + question + answer_section + opt
+    kept = []
+    for record in split_records(answer_section, ancount):
+        if len(record) > room:
+            break
+        kept.append(record)
+        room -= len(record)
+    flags = head[:2] + bytes((head[2] | 0x02, head[3]))
+    counts = struct.pack(">HHHH", 1, len(kept), 0, arcount)
+    return flags + counts + question + b"".join(kept) + opt
+
+
+__all__ = ["FORMERR", "NOTIMP", "Cursor", "Edns", "FormError", "Query", "parse_query"]

@@ -1,0 +1,224 @@
+"""Record sets per owner name, and their encoding into ready-to-send answer sections.
+
+A :class:`RRSets` says what one name holds, independent of the question; :func:`encode` turns it
+into an :class:`Answer` for one qtype: the exact bytes that follow the question in a reply. The
+owner of every answer record is the pointer ``0xC00C`` to the question name, so the reply echoes
+the client's spelling of the name (0x20 case randomisation) without any per-query work.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import dnslib
+
+from zones import names
+
+A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT = 1, 2, 5, 6, 12, 15, 16, 28, 33, 41
+IXFR, AXFR, ANY = 251, 252, 255
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+CLASS_IN = 1
+AA = 0x04
+
+QNAME_POINTER = b"\xc0\x0c"
+DNS_VERSION = "1.1.0"
+DNS_VERSION_TTL = 28800
+SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400
+_RR_HEADER = struct.Struct(">HHIH")
+_COUNTS = struct.Struct(">HHHH")
+
+
+@dataclass(frozen=True, slots=True)
+class Srv:
+    """One SRV record and the addresses of its target (for the additional section)."""
+
+    weight: int
+    port: int
+    target: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RRSets:
+    """Everything one owner name holds. An empty one is a name that exists with no data."""
+
+    a: tuple[str, ...] = ()
+    aaaa: tuple[str, ...] = ()
+    srv: tuple[Srv, ...] = ()
+    ptr: tuple[str, ...] = ()
+    cname: str = ""
+    txt: tuple[str, ...] = ()
+    ns: tuple[Srv, ...] = ()  # NS targets reuse Srv for their glue addresses
+    apex: bool = False
+    txt_ttl: int = DNS_VERSION_TTL
+
+
+class Answer(NamedTuple):
+    """The reply to one (name, qtype), minus header ID/flags and the question.
+
+    ``counts``/``counts_edns`` are QDCOUNT..ARCOUNT without and with an OPT record. When ``soa``
+    is set the answer is negative and the authority section is ``soa.authority`` at send time,
+    so the SOA serial stays current without rebuilding cached answers.
+    """
+
+    rcode: int
+    aa: int  # 0x04 (the AA bit of the flags' first byte) when the zone's data answered
+    counts: bytes
+    counts_edns: bytes
+    body: bytes
+    soa: SoaRecord | None
+    ancount: int
+    answer_len: int
+
+
+class SoaRecord:
+    """The current SOA of one zone; mutable so that negative answers always carry the new serial."""
+
+    __slots__ = ("authority", "origin", "rname", "serial", "ttl")
+
+    def __init__(self, origin: str, ttl: int, serial: int) -> None:
+        self.origin = origin
+        self.rname = f"hostmaster.{origin}" if origin else "hostmaster"
+        self.ttl = ttl
+        self.serial = serial
+        self.authority = b""
+        self.set_serial(serial)
+
+    def set_serial(self, serial: int) -> None:
+        self.serial = serial
+        self.authority = rr(names.to_wire(self.origin), SOA, min(self.ttl, 300), self.rdata())
+
+    def rdata(self) -> bytes:
+        return (
+            name_wire(f"ns.dns.{self.origin}") + name_wire(self.rname)
+            + struct.pack(">IIIII", self.serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, self.ttl)
+        )
+
+
+Chase = Callable[[str, int], list[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """One served zone and its shared negative answers."""
+
+    name: str
+    ttl: int
+    soa: SoaRecord
+    nodata: Answer
+    nxdomain: Answer
+    servfail: Answer
+    refused: Answer
+
+    @classmethod
+    def create(cls, name: str, ttl: int, serial: int) -> Origin:
+        soa = SoaRecord(name, ttl, serial)
+        return cls(
+            name=name, ttl=ttl, soa=soa,
+            nodata=negative(NOERROR, soa), nxdomain=negative(NXDOMAIN, soa),
+            servfail=negative(SERVFAIL, soa), refused=bare(REFUSED),
+        )
+
+
+def negative(rcode: int, soa: SoaRecord) -> Answer:
+    return Answer(rcode, AA, _COUNTS.pack(1, 0, 1, 0), _COUNTS.pack(1, 0, 1, 1), b"", soa, 0, 0)
+
+
+def bare(rcode: int) -> Answer:
+    """An answer with no records at all (REFUSED, FORMERR, ...)."""
+    return Answer(rcode, 0, _COUNTS.pack(1, 0, 0, 0), _COUNTS.pack(1, 0, 0, 1), b"", None, 0, 0)
+
+
+def positive(answer: list[bytes], additional: Iterable[bytes] = ()) -> Answer:
+    extra = list(dict.fromkeys(additional))
+    answer_bytes = b"".join(answer)
+    return Answer(
+        NOERROR,
+        AA,
+        _COUNTS.pack(1, len(answer), 0, len(extra)),
+        _COUNTS.pack(1, len(answer), 0, len(extra) + 1),
+        answer_bytes + b"".join(extra), None, len(answer), len(answer_bytes),
+    )
+
+
+def encode(rrsets: RRSets, qtype: int, origin: Origin, chase: Chase | None = None) -> Answer:
+    """The answer for ``qtype`` at a name holding ``rrsets`` (NODATA when it holds none)."""
+    if qtype in (AXFR, IXFR):
+        return origin.refused
+    if qtype == SOA and rrsets.apex:
+        return positive([QNAME_POINTER + origin.soa.authority[len(names.to_wire(origin.name)):]])
+    answer, additional = section_records(rrsets, qtype, origin.ttl, QNAME_POINTER, chase)
+    if not answer:
+        return origin.nodata
+    return positive(answer, additional)
+
+
+def section_records(
+    rrsets: RRSets, qtype: int, ttl: int, owner: bytes, chase: Chase | None = None
+) -> tuple[list[bytes], list[bytes]]:
+    """The answer and additional records of ``rrsets`` for ``qtype``, owned by ``owner``."""
+    if rrsets.cname:
+        if qtype == CNAME or (qtype in (A, AAAA) and not names.is_ip(rrsets.cname)):
+            records = [rr(owner, CNAME, ttl, name_wire(rrsets.cname))]
+            if qtype != CNAME and chase is not None:
+                records += chase(rrsets.cname, qtype)
+            return records, []
+        return [], []
+    if qtype == A:
+        return [rr(owner, A, ttl, address_rdata(ip)) for ip in rrsets.a], []
+    if qtype == AAAA:
+        return [rr(owner, AAAA, ttl, address_rdata(ip)) for ip in rrsets.aaaa], []
+    if qtype == SRV:
+        answer = [
+            rr(owner, SRV, ttl, struct.pack(">HHH", 0, s.weight, s.port) + name_wire(s.target))
+            for s in rrsets.srv
+        ]
+        return answer, glue(rrsets.srv, ttl)
+    if qtype == PTR:
+        return [rr(owner, PTR, ttl, name_wire(target)) for target in rrsets.ptr], []
+    if qtype == TXT:
+        return [rr(owner, TXT, rrsets.txt_ttl, txt_rdata(text)) for text in rrsets.txt], []
+    if qtype == NS:
+        return [rr(owner, NS, ttl, name_wire(n.target)) for n in rrsets.ns], glue(rrsets.ns, ttl)
+    return [], []
+
+
+def glue(targets: Iterable[Srv], ttl: int) -> list[bytes]:
+    """A/AAAA records for SRV or NS targets, one per (target, address)."""
+    return [
+        rr(names.to_wire(t.target), AAAA if ":" in ip else A, ttl, address_rdata(ip))
+        for t in targets
+        for ip in t.addresses
+    ]
+
+
+def rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
+    return owner + _RR_HEADER.pack(rtype, CLASS_IN, ttl, len(rdata)) + rdata
+
+
+def name_wire(name: str) -> bytes:
+    buffer = dnslib.DNSBuffer()
+    buffer.encode_name_nocompress(dnslib.DNSLabel(name))
+    return bytes(buffer.data)
+
+
+def address_rdata(ip: str) -> bytes:
+    record = dnslib.AAAA(ip) if ":" in ip else dnslib.A(ip)
+    buffer = dnslib.DNSBuffer()
+    record.pack(buffer)
+    return bytes(buffer.data)
+
+
+def txt_rdata(text: str) -> bytes:
+    buffer = dnslib.DNSBuffer()
+    dnslib.TXT(text).pack(buffer)
+    return bytes(buffer.data)
+
+
+def srv_weight(entries: int) -> int:
+    """CoreDNS/SkyDNS weight: 100 split evenly over the entries before de-duplication."""
+    return max(1, 100 // entries) if entries else 100
+

@@ -1,0 +1,481 @@
+"""The served zones: the cluster's objects, and a name index of ready-to-send answers.
+
+:attr:`Zone.index` maps a lower-case wire name to a :class:`Node`, a dict from qtype to
+:class:`~zones.records.Answer` that encodes an answer the first time it is asked for and keeps
+it. The hot path reads only that dict. Everything else here runs when the cluster changes: an
+event about one object rebuilds the names of the one Service it touches and swaps them in, so a
+query never sees half an update and an event never copies the whole zone (kube-dns ``dns.go``).
+Names missing from the index go through :meth:`Zone.lookup`, which knows the grammar's dynamic
+forms (pod names) and the NXDOMAIN vs SERVFAIL-before-sync rule (SPEC §2.12).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from zones import build, model, names
+from zones.model import PodsMode
+from zones.records import (
+    AAAA,
+    ANY,
+    CNAME,
+    MX,
+    NS,
+    PTR,
+    SRV,
+    TXT,
+    A,
+    Answer,
+    Origin,
+    RRSets,
+    Srv,
+    encode,
+    section_records,
+)
+
+KUBE_DNS = ("kube-system", "kube-dns")
+CACHED_QTYPES = frozenset({A, AAAA, SRV, PTR, TXT, NS, MX, CNAME, ANY, 65})
+MAX_CNAME_CHAIN = 10
+
+Key = tuple[str, str]
+
+
+class Node(dict[int, Answer]):
+    """One owner name: its record sets, and its answers encoded on first use."""
+
+    __slots__ = ("origin", "rrsets", "zone")
+
+    def __init__(self, rrsets: RRSets, origin: Origin, zone: Zone) -> None:
+        super().__init__()
+        self.rrsets = rrsets
+        self.origin = origin
+        self.zone = zone
+
+    def __missing__(self, qtype: int) -> Answer:
+        answer = encode(self.rrsets, qtype, self.origin, self.zone.chase)
+        # CNAME answers embed their target's records, which another Service owns: never kept.
+        if qtype in CACHED_QTYPES and not self.rrsets.cname:
+            self[qtype] = answer
+        return answer
+
+
+class Zone:
+    """Every served zone of one server, fed with :mod:`zones.model` objects."""
+
+    def __init__(
+        self,
+        origins: Sequence[str] = ("cluster.local",),
+        *,
+        ttl: int = 5,
+        pods: PodsMode = PodsMode.INSECURE,
+        dns_ips: Sequence[str] = (),
+        reverse: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.index: dict[bytes, Node] = {}
+        self.synced = False
+        self.pods = pods
+        self._clock = clock
+        serial = int(clock())
+        self._forward = [Origin.create(o.strip(".").lower(), ttl, serial) for o in origins]
+        reverse_names = names.REVERSE_ZONES if reverse else ()
+        self._reverse = [Origin.create(o, ttl, serial) for o in reverse_names]
+        self._origins = {names.to_wire(o.name): o for o in self._forward + self._reverse}
+        self._dns_ips = tuple(dns_ips)
+        self._services: dict[Key, model.Service] = {}
+        self._services_by_ns: dict[str, set[Key]] = {}
+        self._slices: dict[Key, model.EndpointSlice] = {}
+        self._slices_by_service: dict[Key, set[Key]] = {}
+        self._namespaces: set[str] = set()
+        self._pods: dict[Key, model.Pod] = {}
+        self._pods_by_ip: dict[str, set[Key]] = {}
+        self._owned: dict[Key, list[bytes]] = {}
+        self._ptr_ips: dict[Key, set[str]] = {}
+        self._ptr_cluster: dict[str, dict[Key, str]] = {}
+        self._ptr_endpoints: dict[str, dict[Key, tuple[str, ...]]] = {}
+        self._dirty: set[Key] | None = None
+        self._changed = False
+        self._rebuild_apex()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def serial(self) -> int:
+        return self._forward[0].soa.serial if self._forward else self._reverse[0].soa.serial
+
+    @property
+    def origins(self) -> list[str]:
+        return [o.name for o in self._forward + self._reverse]
+
+    def lookup(self, wire: bytes, qtype: int) -> Answer | None:
+        """The answer for a lower-case wire name; None when no served zone holds the name."""
+        node = self.index.get(wire)
+        if node is not None:
+            return node[qtype]
+        return self.lookup_missing(wire, qtype)
+
+    def lookup_missing(self, wire: bytes, qtype: int) -> Answer | None:
+        """The answer for a name that is not in :attr:`index` (the hot path's miss)."""
+        found = self._find_origin(wire)
+        if found is None:
+            return None
+        origin, labels = found
+        if qtype in (251, 252):  # IXFR, AXFR: transfers are not served
+            return origin.refused
+        if origin in self._reverse:
+            return self._nxdomain(origin)
+        parsed = names.parse(labels)
+        if parsed.kind is names.Kind.POD:
+            return self._pod_answer(parsed, qtype, origin)
+        if parsed.kind is names.Kind.PORT:  # "http.tcp.svc..." is "_http._tcp.svc..."
+            canonical = names.port_name(
+                parsed.port, parsed.protocol, parsed.service, parsed.namespace, origin.name
+            )
+            with contextlib.suppress(ValueError):
+                node = self.index.get(names.to_wire(canonical))
+                if node is not None and canonical != names.from_wire(wire):
+                    return node[qtype]
+        return self._nxdomain(origin)
+
+    def answer(self, name: str, qtype: int) -> Answer | None:
+        """:meth:`lookup` for a dotted name (tests and tools)."""
+        return self.lookup(names.to_wire(name), qtype)
+
+    def chase(self, target: str, qtype: int, depth: int = 0) -> list[bytes]:
+        """The A/AAAA records of an in-zone CNAME target, owned by the target's own name."""
+        try:
+            wire = names.to_wire(target)
+        except ValueError:
+            return []
+        node = self.index.get(wire)
+        if node is None or depth >= MAX_CNAME_CHAIN or target == node.rrsets.cname:
+            return []
+
+        def next_hop(name: str, qt: int) -> list[bytes]:
+            return self.chase(name, qt, depth + 1)
+
+        answer, _ = section_records(node.rrsets, qtype, node.origin.ttl, wire, next_hop)
+        return answer
+
+    def records(self) -> Iterator[tuple[str, RRSets]]:
+        """Every owner name with its record sets (zone files, comparisons in tests)."""
+        for wire, node in list(self.index.items()):
+            yield names.from_wire(wire), node.rrsets
+
+    def pods_at(self, ip: str) -> list[model.Pod]:
+        return [self._pods[key] for key in sorted(self._pods_by_ip.get(ip, ()))]
+
+    def objects(self) -> Iterator[model.ClusterObject]:
+        yield from (model.Namespace(ns) for ns in sorted(self._namespaces))
+        yield from self._services.values()
+        yield from self._slices.values()
+        yield from self._pods.values()
+
+    # -- changing --------------------------------------------------------------------------
+
+    def apply(self, obj: model.ClusterObject) -> bool:
+        """Add or replace one object; True when DNS data changed."""
+        with self.batch():
+            if isinstance(obj, model.Service):
+                return self._apply_service(obj)
+            if isinstance(obj, model.EndpointSlice):
+                return self._apply_slice(obj)
+            if isinstance(obj, model.Namespace):
+                return self._apply_namespace(obj.name)
+            return self._apply_pod(obj)
+
+    def delete(self, kind: type[model.ClusterObject], namespace: str, name: str) -> bool:
+        """Remove one object by kind and key; True when it was there."""
+        key = (namespace, name)
+        with self.batch():
+            if kind is model.Service:
+                return self._delete_service(key)
+            if kind is model.EndpointSlice:
+                return self._delete_slice(key)
+            if kind is model.Namespace:
+                return self._delete_namespace(name)
+            return self._delete_pod(key)
+
+    def reconcile(
+        self, kind: type[model.ClusterObject], objects: Iterable[model.ClusterObject]
+    ) -> int:
+        """Make the objects of one kind exactly ``objects`` (after a relist); returns changes."""
+        wanted = {obj.key: obj for obj in objects if isinstance(obj, kind)}
+        changes = 0
+        with self.batch():
+            for namespace, name in [k for k in self._keys(kind) if k not in wanted]:
+                changes += self.delete(kind, namespace, name)
+            for obj in wanted.values():
+                changes += self.apply(obj)
+        return changes
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Defer Service rebuilds to the end of the block (initial lists, relists, tests)."""
+        if self._dirty is not None:
+            yield
+            return
+        self._dirty = set()
+        try:
+            yield
+        finally:
+            dirty, self._dirty = self._dirty, None
+            for key in sorted(dirty):
+                self._rebuild_service(key)
+            if self._changed:
+                self._changed = False
+                self._bump_serial()
+
+    def _keys(self, kind: type[model.ClusterObject]) -> list[Key]:
+        if kind is model.Service:
+            return list(self._services)
+        if kind is model.EndpointSlice:
+            return list(self._slices)
+        if kind is model.Namespace:
+            return [("", ns) for ns in self._namespaces]
+        return list(self._pods)
+
+    def _apply_service(self, svc: model.Service) -> bool:
+        if self._services.get(svc.key) == svc:
+            return False
+        self._services[svc.key] = svc
+        self._services_by_ns.setdefault(svc.namespace, set()).add(svc.key)
+        self._mark(svc.key)
+        return True
+
+    def _delete_service(self, key: Key) -> bool:
+        if self._services.pop(key, None) is None:
+            return False
+        _discard(self._services_by_ns, key[0], key)
+        self._mark(key)
+        return True
+
+    def _apply_slice(self, eps: model.EndpointSlice) -> bool:
+        old = self._slices.get(eps.key)
+        if old == eps:
+            return False
+        if old is not None:
+            self._unlink_slice(old)
+        self._slices[eps.key] = eps
+        if eps.service_name:
+            service = (eps.namespace, eps.service_name)
+            self._slices_by_service.setdefault(service, set()).add(eps.key)
+            self._mark(service)
+        return True
+
+    def _delete_slice(self, key: Key) -> bool:
+        old = self._slices.pop(key, None)
+        if old is None:
+            return False
+        self._unlink_slice(old)
+        return True
+
+    def _unlink_slice(self, eps: model.EndpointSlice) -> None:
+        if eps.service_name:
+            service = (eps.namespace, eps.service_name)
+            _discard(self._slices_by_service, service, eps.key)
+            self._mark(service)
+
+    def _apply_namespace(self, namespace: str) -> bool:
+        if namespace in self._namespaces:
+            return False
+        self._namespaces.add(namespace)
+        self._namespace_changed(namespace)
+        return True
+
+    def _delete_namespace(self, namespace: str) -> bool:
+        if namespace not in self._namespaces:
+            return False
+        self._namespaces.discard(namespace)
+        self._namespace_changed(namespace)
+        return True
+
+    def _namespace_changed(self, namespace: str) -> None:
+        exists = namespace in self._namespaces
+        for origin in self._forward:
+            roots = ["svc"] + (["pod"] if self.pods is not PodsMode.DISABLED else [])
+            for root in roots:
+                wire = names.to_wire(names.namespace_name(namespace, root, origin.name))
+                if exists:
+                    self.index[wire] = Node(RRSets(), origin, self)
+                else:
+                    self.index.pop(wire, None)
+        for key in self._services_by_ns.get(namespace, ()):
+            self._mark(key)
+        self._changed = True
+
+    def _apply_pod(self, pod: model.Pod) -> bool:
+        old = self._pods.get(pod.key)
+        if old == pod:
+            return False
+        if old is not None:
+            for ip in old.ips:
+                _discard(self._pods_by_ip, ip, pod.key)
+        self._pods[pod.key] = pod
+        for ip in pod.ips:
+            self._pods_by_ip.setdefault(ip, set()).add(pod.key)
+        if self.pods is PodsMode.VERIFIED and (old is None or old.ips != pod.ips):
+            self._changed = True
+        return True
+
+    def _delete_pod(self, key: Key) -> bool:
+        old = self._pods.pop(key, None)
+        if old is None:
+            return False
+        for ip in old.ips:
+            _discard(self._pods_by_ip, ip, key)
+        if self.pods is PodsMode.VERIFIED:
+            self._changed = True
+        return True
+
+    def _mark(self, service: Key) -> None:
+        assert self._dirty is not None, "changes happen inside batch()"
+        self._dirty.add(service)
+
+    # -- rebuilding ------------------------------------------------------------------------
+
+    def _rebuild_service(self, key: Key) -> None:
+        svc = self._services.get(key)
+        fresh: dict[bytes, tuple[RRSets, Origin]] = {}
+        cluster_ptrs: dict[str, str] = {}
+        endpoint_ptrs: dict[str, tuple[str, ...]] = {}
+        if svc is not None and svc.namespace in self._namespaces:
+            slices = [self._slices[k] for k in sorted(self._slices_by_service.get(key, ()))]
+            for i, origin in enumerate(self._forward):
+                built = build.service_names(svc, slices, origin.name)
+                for name, rrsets in built.names.items():
+                    fresh[names.to_wire(name)] = (rrsets, origin)
+                if i == 0:
+                    cluster_ptrs, endpoint_ptrs = built.cluster_ptrs, built.endpoint_ptrs
+        for wire in self._owned.pop(key, ()):
+            if wire not in fresh:
+                del self.index[wire]
+                self._changed = True
+        for wire, (rrsets, origin) in fresh.items():
+            self._set_node(wire, rrsets, origin)
+        if fresh:
+            self._owned[key] = list(fresh)
+        self._update_ptrs(key, cluster_ptrs, endpoint_ptrs)
+        if key == KUBE_DNS:
+            self._rebuild_apex()
+
+    def _set_node(self, wire: bytes, rrsets: RRSets, origin: Origin) -> None:
+        node = self.index.get(wire)
+        if node is None or node.rrsets != rrsets or node.origin is not origin:
+            self.index[wire] = Node(rrsets, origin, self)
+            self._changed = True
+
+    def _update_ptrs(
+        self, key: Key, cluster: dict[str, str], endpoints: dict[str, tuple[str, ...]]
+    ) -> None:
+        if not self._reverse:
+            return
+        old_ips = self._ptr_ips.pop(key, set())
+        for ip in old_ips:
+            _discard_key(self._ptr_cluster, ip, key)
+            _discard_key(self._ptr_endpoints, ip, key)
+        for ip, target in cluster.items():
+            self._ptr_cluster.setdefault(ip, {})[key] = target
+        for ip, targets in endpoints.items():
+            self._ptr_endpoints.setdefault(ip, {})[key] = targets
+        new_ips = set(cluster) | set(endpoints)
+        if new_ips:
+            self._ptr_ips[key] = new_ips
+        for ip in old_ips | new_ips:
+            self._rebuild_ptr(ip)
+
+    def _rebuild_ptr(self, ip: str) -> None:
+        """A ClusterIP names its first Service; an endpoint IP every name it has (CoreDNS)."""
+        wire = names.to_wire(names.reverse_name(ip))
+        cluster = self._ptr_cluster.get(ip)
+        endpoints = self._ptr_endpoints.get(ip, {})
+        if cluster:
+            targets: tuple[str, ...] = (cluster[min(cluster)],)
+        else:
+            targets = tuple(dict.fromkeys(t for k in sorted(endpoints) for t in endpoints[k]))
+        if not targets:
+            if self.index.pop(wire, None) is not None:
+                self._changed = True
+            return
+        origin = self._reverse[0] if ":" not in ip else self._reverse[-1]
+        self._set_node(wire, RRSets(ptr=targets), origin)
+
+    def _rebuild_apex(self) -> None:
+        kube_dns = self._services.get(KUBE_DNS)
+        dns_ips = kube_dns.cluster_ips if kube_dns and kube_dns.cluster_ips else self._dns_ips
+        primary = self._forward[0].name if self._forward else ""
+        if kube_dns and kube_dns.cluster_ips and primary:
+            server = Srv(0, 0, names.service_name(KUBE_DNS[1], KUBE_DNS[0], primary), dns_ips)
+        else:
+            server = Srv(0, 0, f"ns.dns.{primary}" if primary else "ns.dns", dns_ips)
+        v4 = tuple(ip for ip in dns_ips if ":" not in ip)
+        v6 = tuple(ip for ip in dns_ips if ":" in ip)
+        for origin in self._forward:
+            fixed = {
+                origin.name: RRSets(apex=True, ns=(server,)),
+                f"ns.dns.{origin.name}": RRSets(a=v4, aaaa=v6),
+                f"svc.{origin.name}": RRSets(),
+                f"pod.{origin.name}": RRSets(),
+                f"dns-version.{origin.name}": RRSets(txt=("1.1.0",)),
+            }
+            for name, rrsets in fixed.items():
+                self._set_node(names.to_wire(name), rrsets, origin)
+        for origin in self._reverse:
+            self._set_node(names.to_wire(origin.name), RRSets(apex=True, ns=(server,)), origin)
+
+    def _bump_serial(self) -> None:
+        """A new serial for every zone: the time of the change, and always larger than before."""
+        serial = max(int(self._clock()), self.serial + 1) & 0xFFFFFFFF
+        for origin in self._forward + self._reverse:
+            origin.soa.set_serial(serial)
+
+    # -- answering names that are not in the index ----------------------------------------
+
+    def _find_origin(self, wire: bytes) -> tuple[Origin, list[str]] | None:
+        """The longest served zone that holds ``wire``, and the labels left of it."""
+        i = 0
+        while i < len(wire):
+            origin = self._origins.get(wire[i:])
+            if origin is not None:
+                relative = names.wire_labels(wire[:i] + b"\x00")
+                labels = [label.decode("ascii", "replace") for label in relative]
+                return origin, labels
+            if not wire[i]:
+                break
+            i += 1 + wire[i]
+        return None
+
+    def _nxdomain(self, origin: Origin) -> Answer:
+        return origin.nxdomain if self.synced else origin.servfail
+
+    def _pod_answer(self, parsed: names.ParsedName, qtype: int, origin: Origin) -> Answer:
+        if self.pods is PodsMode.DISABLED or parsed.namespace not in self._namespaces:
+            return self._nxdomain(origin)
+        ip = names.ip_from_pod_label(parsed.endpoint)
+        if ip is None:
+            return self._nxdomain(origin)
+        if self.pods is PodsMode.VERIFIED and not any(
+            pod.namespace == parsed.namespace and pod.running for pod in self.pods_at(ip)
+        ):
+            return self._nxdomain(origin)
+        rrsets = RRSets(aaaa=(ip,)) if ":" in ip else RRSets(a=(ip,))
+        return encode(rrsets, qtype, origin)
+
+
+def _discard(index: dict[str, set[Key]] | dict[Key, set[Key]], key: object, item: Key) -> None:
+    members = index.get(key)  # type: ignore[call-overload]
+    if members is not None:
+        members.discard(item)
+        if not members:
+            del index[key]  # type: ignore[arg-type]
+
+
+def _discard_key(index: dict[str, dict[Key, str]] | dict[str, dict[Key, tuple[str, ...]]],
+                 ip: str, key: Key) -> None:
+    members = index.get(ip)
+    if members is not None:
+        members.pop(key, None)
+        if not members:
+            del index[ip]

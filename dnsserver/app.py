@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from dnsserver import manifests
+from dnsserver import kube, manifests
 from dnsserver.config import Config
 from dnsserver.handler import Handler
 from dnsserver.transport import DnsListeners, Limits
@@ -39,6 +39,7 @@ class DnsServer:
 
     def __init__(self, config: Config, objects: Sequence[model.ClusterObject] | None = None):
         self.config = config
+        self.kube: kube.KubeSource | None = None
         dns_ips = [host for host, _ in config.listen if host not in ("0.0.0.0", "::")]
         self.zone = Zone(config.zones, ttl=config.ttl, pods=config.pods, dns_ips=dns_ips)
         self.handler = Handler(self.zone)
@@ -59,18 +60,31 @@ class DnsServer:
     def addresses(self) -> list[tuple[str, int]]:
         return self.listeners.addresses
 
-    async def start(self) -> None:
+    async def start(self, api: object | None = None) -> None:
+        """Listen first (answering SERVFAIL for unknown names until synced), then follow ``api``."""
         await self.listeners.start(list(self.config.listen))
+        if api is not None:
+            options = kube.Options(
+                inactivity_timeout=self.config.watch_inactivity_timeout,
+                backoff_unit=self.config.watch_backoff_unit,
+            )
+            self.kube = kube.KubeSource(
+                self.zone, api, asyncio.get_running_loop(),
+                pods=self.config.pods is model.PodsMode.VERIFIED, options=options,
+            )
+            self.kube.start()
 
     async def stop(self) -> None:
+        if self.kube is not None:
+            await asyncio.to_thread(self.kube.stop)
         await self.listeners.stop()
 
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def run(self, describe: str) -> None:
+    async def run(self, describe: str, api: object | None = None) -> None:
         """Serve until SIGTERM or SIGINT."""
-        await self.start()
+        await self.start(api)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)

@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from dnsserver import app, manifests
+from dnsserver import app, kube, manifests
 from dnsserver.config import (
     DEFAULT_LISTEN,
     Config,
@@ -55,13 +55,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="close TCP connections idle this long (default 10)")
     parser.add_argument("--max-tcp-connections", type=int, default=1000, metavar="N",
                         help="open TCP connections at most (default 1000)")
+    parser.add_argument("--watch-inactivity-timeout", type=float, default=90.0,
+                        metavar="SECONDS",
+                        help="reconnect a watch silent this long, bookmarks included (default 90)")
+    parser.add_argument("--watch-backoff", type=float, default=1.0, metavar="SECONDS",
+                        help="first retry delay after an API error; grows 1,1,2,3,5,8x")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    if args.tcp_idle_timeout <= 0 or args.max_tcp_connections < 1:
-        raise ConfigError("--tcp-idle-timeout and --max-tcp-connections must be positive")
+    if min(args.tcp_idle_timeout, args.max_tcp_connections, args.watch_inactivity_timeout,
+           args.watch_backoff) <= 0:
+        raise ConfigError("timeouts, back-off and --max-tcp-connections must be positive")
     if args.manifests is not None and args.kubeconfig is not None:
         raise ConfigError("--manifests and --kubeconfig exclude each other")
     return Config(
@@ -74,6 +80,8 @@ def config_from(args: argparse.Namespace) -> Config:
         context=args.context,
         tcp_idle_timeout=args.tcp_idle_timeout,
         max_tcp_connections=args.max_tcp_connections,
+        watch_inactivity_timeout=args.watch_inactivity_timeout,
+        watch_backoff_unit=args.watch_backoff,
     )
 
 
@@ -96,18 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(config: Config) -> int:
     source = app.source_of(config)
-    if source is None:
-        print("error: following the Kubernetes API is not available yet; use --manifests",
-              file=sys.stderr)
-        return 2
+    api = None
     try:
-        objects = manifests.load(source)
-    except manifests.ManifestError as exc:
+        if source is None:
+            api = kube.api_client(config.kubeconfig, config.context)
+            objects = None
+            describe = f"the Kubernetes API at {api.configuration.host}"
+        else:
+            objects = manifests.load(source)
+            describe = str(source)
+    except (manifests.ManifestError, kube.KubeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     server = app.DnsServer(config, objects)
     try:
-        _run(server.run(str(source)))
+        _run(server.run(describe, api))
     except OSError as exc:
         print(f"error: cannot listen: {exc}", file=sys.stderr)
         return 1

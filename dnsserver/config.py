@@ -25,6 +25,8 @@ class Config:
     context: str | None = None
     tcp_idle_timeout: float = 10.0
     max_tcp_connections: int = 1000
+    watch_inactivity_timeout: float = 90.0
+    watch_backoff_unit: float = 1.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -30,12 +30,13 @@ import logging
 import os
 import re
 import socket
+import socketserver
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -529,20 +530,19 @@ class _Watcher:
 
     def event_for(self, change: _Change) -> Obj | None:
         """Translate a change for this watch, like the API server's cacher: an
-        object entering the selection is ADDED, one leaving it DELETED."""
+        object entering the selection is ADDED, one leaving it DELETED (with
+        its previous state at the change's revision)."""
         if change.rtype is not self.rtype:
             return None
         now = self.accepts(change.obj)
-        before = change.prev is not None and self.accepts(change.prev)
-        if change.type == "DELETED" or (change.type == "MODIFIED" and before and not now):
-            if change.type == "DELETED" and not now:
-                return None
-            last = change.obj if change.type == "DELETED" else _with_rv(change.prev or {}, change.rv)
-            return {"type": "DELETED", "object": last}
+        if change.type == "DELETED":
+            return {"type": "DELETED", "object": change.obj} if now else None
+        before = change.prev if change.prev is not None and self.accepts(change.prev) else None
+        if before is not None and not now:
+            return {"type": "DELETED", "object": _with_rv(before, change.rv)}
         if not now:
             return None
-        kind = "MODIFIED" if change.type == "MODIFIED" and before else "ADDED"
-        return {"type": kind, "object": change.obj}
+        return {"type": "ADDED" if before is None else "MODIFIED", "object": change.obj}
 
     def deliver(self, change: _Change) -> None:
         event = self.event_for(change)
@@ -687,7 +687,7 @@ class _Store:
 
     # ---- list ------------------------------------------------------------
 
-    def list(self, rtype: ResourceType, namespace: str | None, query: Query) -> Obj:
+    def list_objects(self, rtype: ResourceType, namespace: str | None, query: Query) -> Obj:
         selector = Selector.parse(query.get("fieldSelector", ""), query.get("labelSelector", ""))
         limit = _parse_int(query, "limit")
         with self._lock:
@@ -714,13 +714,17 @@ class _Store:
                 raise _bad_request("specifying resource version is not allowed when using continue")
             return self._continue_position(token, limit)
         if match and not rv_text:
-            raise _bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
+            raise _bad_request(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided"
+            )
         if rv_text == "":
             return self._rv, "", limit
         requested = _parse_rv(rv_text)
         if requested == 0:
             if match == "Exact":
-                raise _bad_request('resourceVersionMatch "Exact" is forbidden for resourceVersion "0"')
+                raise _bad_request(
+                    'resourceVersionMatch "Exact" is forbidden for resourceVersion "0"'
+                )
             return self._rv, "", 0  # served from the watch cache, which ignores limit
         if requested > self._rv:
             raise _too_large_rv(requested, self._rv)
@@ -823,7 +827,9 @@ class _Store:
             targets = [
                 w
                 for w in self._watchers
-                if w.bookmarks and (rtype is None or w.rtype is rtype) and only in (None, w)
+                if w.bookmarks
+                and (rtype is None or w.rtype is rtype)
+                and (only is None or w is only)
             ]
             for watcher in targets:
                 watcher.push(_bookmark_frame(watcher.rtype, self._rv))
@@ -838,9 +844,7 @@ class _Store:
 
     def wait_for_watches(self, rtype: ResourceType | None, count: int, timeout: float) -> bool:
         with self._watch_cond:
-            return self._watch_cond.wait_for(
-                lambda: self._count_watches(rtype) >= count, timeout
-            )
+            return self._watch_cond.wait_for(lambda: self._count_watches(rtype) >= count, timeout)
 
 
 def _normalized(rtype: ResourceType, obj: Obj) -> Obj:
@@ -911,30 +915,32 @@ def _group_entry(group_version: str) -> Obj:
 def _discovery_document(segments: Sequence[str], server_address: str) -> Obj | None:
     """The discovery document at a path, or None if the path is not one."""
     groups = _group_versions()
-    path = "/".join(segments)
-    named = sorted(gv for gv in groups if "/" in gv)
-    if path == "version":
+    named = {gv.split("/")[0]: gv for gv in sorted(groups) if "/" in gv}
+    path = list(segments)
+    if path == ["version"]:
         return dict(_VERSION_INFO)
-    if path == "api":
+    if path == ["api"]:
         cidr = {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
         return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [cidr]}
-    if path == "apis":
-        entries = [_group_entry(gv) for gv in named]
+    if path == ["apis"]:
+        entries = [_group_entry(gv) for gv in named.values()]
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": entries}
-    if len(segments) == 2 and segments[0] == "apis" and any(
-        gv.startswith(segments[1] + "/") for gv in named
-    ):
-        group_version = next(gv for gv in named if gv.startswith(segments[1] + "/"))
-        return {"kind": "APIGroup", "apiVersion": "v1", **_group_entry(group_version)}
-    group_version = path.removeprefix("api/").removeprefix("apis/")
-    if path.startswith(("api/", "apis/")) and group_version in groups:
-        return {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": group_version,
-            "resources": [rtype.discovery_entry() for rtype in groups[group_version]],
-        }
-    return None
+    if len(path) == 2 and path[0] == "apis" and path[1] in named:
+        return {"kind": "APIGroup", "apiVersion": "v1", **_group_entry(named[path[1]])}
+    if path == ["api", "v1"]:
+        group_version = "v1"
+    elif len(path) == 3 and path[0] == "apis":
+        group_version = f"{path[1]}/{path[2]}"
+    else:
+        return None
+    if group_version not in groups:
+        return None
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": [rtype.discovery_entry() for rtype in groups[group_version]],
+    }
 
 
 @dataclass(frozen=True)
@@ -973,12 +979,11 @@ def _resolve(segments: Sequence[str]) -> _Target | None:
 
 
 class RecordedRequest(NamedTuple):
-    """One request received: method, URL path, query and (lower-case) headers."""
+    """One request received: method, URL path (as sent) and query."""
 
     method: str
     path: str
     query: Query
-    headers: dict[str, str]
 
     @property
     def is_watch(self) -> bool:
@@ -996,6 +1001,7 @@ class _HTTPServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer whose connections the API object can track and cut."""
 
     daemon_threads = True
+    request_queue_size = 128  # a client opening many connections at once
 
     def __init__(self, address: tuple[str, int], api: KubeAPIServer) -> None:
         self.api = api
@@ -1003,7 +1009,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would call socket.getfqdn(), a DNS lookup.
-        super(ThreadingHTTPServer.__mro__[2], self).server_bind()  # TCPServer.server_bind
+        socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
 
@@ -1048,7 +1054,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = _parse_query(url.query)
-        self._api._record(RecordedRequest("GET", url.path, query, self._header_dict()))
+        self._api._record(RecordedRequest("GET", url.path, query), self._header_dict())
         try:
             self._api._check_failing()
             self._dispatch(url.path, query)
@@ -1058,12 +1064,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         url = urlsplit(self.path)
         headers = self._header_dict()
-        self._api._record(RecordedRequest(self.command, url.path, _parse_query(url.query), headers))
+        self._api._record(RecordedRequest(self.command, url.path, _parse_query(url.query)), headers)
         self.rfile.read(int(headers.get("content-length", "0") or 0))
         message = "the server does not allow this method on the requested resource"
         self._send_json(405, status_object(405, message))
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed
+    def do_POST(self) -> None:
+        self._not_allowed()
+
+    def do_PUT(self) -> None:
+        self._not_allowed()
+
+    def do_PATCH(self) -> None:
+        self._not_allowed()
+
+    def do_DELETE(self) -> None:
+        self._not_allowed()
 
     def _header_dict(self) -> dict[str, str]:
         return {name.lower(): value for name, value in self.headers.items()}
@@ -1087,7 +1103,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif _parse_bool(query, "watch"):
             self._serve_watch(target, query)
         else:
-            self._send_json(200, self._api._store.list(target.rtype, target.namespace, query))
+            self._send_json(
+                200, self._api._store.list_objects(target.rtype, target.namespace, query)
+            )
 
     def _get_one(self, target: _Target) -> Obj:
         rtype, name = target.rtype, target.name or ""
@@ -1236,7 +1254,9 @@ class KubeAPIServer:
         self._down = False
         self._failure: _Failure | None = None
         self._requests: list[RecordedRequest] = []
-        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._request_headers: list[dict[str, str]] = []
+        self._connections: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -1396,9 +1416,16 @@ class KubeAPIServer:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def request_headers(self) -> list[dict[str, str]]:
+        """The (lower-cased) headers of each request, parallel to ``requests``."""
+        with self._lock:
+            return [dict(headers) for headers in self._request_headers]
+
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._request_headers.clear()
 
     def open_watches(self, kind: str | None = None) -> int:
         """How many watches (of a kind, or all) are registered. A registered
@@ -1415,9 +1442,10 @@ class KubeAPIServer:
 
     # ---- internals used by the HTTP layer --------------------------------
 
-    def _record(self, request: RecordedRequest) -> None:
+    def _record(self, request: RecordedRequest, headers: dict[str, str]) -> None:
         with self._lock:
             self._requests.append(request)
+            self._request_headers.append(headers)
 
     def _check_failing(self) -> None:
         with self._lock:
@@ -1428,18 +1456,23 @@ class KubeAPIServer:
                 failure.remaining -= 1
                 if failure.remaining <= 0:
                     self._failure = None
-        headers = {} if failure.retry_after is None else {"Retry-After": str(failure.retry_after)}
-        details = None if failure.retry_after is None else {"retryAfterSeconds": failure.retry_after}
+        headers: dict[str, str] = {}
+        details: Obj | None = None
+        if failure.retry_after is not None:
+            headers["Retry-After"] = str(failure.retry_after)
+            details = {"retryAfterSeconds": failure.retry_after}
         message = f"injected failure (HTTP {failure.status})"
         raise ApiError(failure.status, message, details=details, headers=headers)
 
     def _track(self, sock: socket.socket, thread: threading.Thread) -> None:
         with self._lock:
-            self._connections[sock] = thread
+            self._connections.add(sock)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
 
     def _untrack(self, sock: socket.socket) -> None:
         with self._lock:
-            self._connections.pop(sock, None)
+            self._connections.discard(sock)
 
     def _listen(self) -> None:
         """Bind (retrying briefly: a port is reused after ``set_down``) and serve."""
@@ -1479,7 +1512,7 @@ class KubeAPIServer:
     def _join_connection_threads(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with self._lock:
-            threads = list(self._connections.values())
+            threads = list(self._threads)
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -1514,7 +1547,3 @@ def _upsert(entries: list[Obj], name: str, field: str, body: Obj) -> None:
     """Replace or append the named entry of a kubeconfig section."""
     entries[:] = [entry for entry in entries if entry.get("name") != name]
     entries.append({"name": name, field: body})
-
-
-def _iter_types(kinds: Iterable[str]) -> list[ResourceType]:
-    return [resource_type(kind) for kind in kinds]

@@ -164,6 +164,9 @@ class Zone:
         for wire, node in list(self.index.items()):
             yield names.from_wire(wire), node.rrsets
 
+    def service(self, namespace: str, name: str) -> model.Service | None:
+        return self._services.get((namespace, name))
+
     def pods_at(self, ip: str) -> list[model.Pod]:
         return [self._pods[key] for key in sorted(self._pods_by_ip.get(ip, ()))]
 

@@ -1,0 +1,425 @@
+"""Following the Kubernetes API: list, then watch, per resource (kopf ``watching.py`` shape).
+
+Each resource (Services, EndpointSlices, Namespaces, and Pods when needed) has a
+:class:`Reflector` thread, because the official client is blocking. The thread does the
+network and JSON work and converts objects to :mod:`zones.model`; the zone itself is changed
+only on the event loop (``call_soon_threadsafe``), the same thread that answers queries, so a
+query never sees half an update and the zone needs no lock.
+
+The loop of one reflector, top-down:
+
+1. LIST in pages (``limit``/``continue``), all pages from one snapshot; a page answered 410
+   (continue token expired) restarts the list.
+2. Reconcile the zone with the full list: what the API no longer has is deleted, so nothing
+   deleted while we were away survives a reconnection.
+3. WATCH from the list's resourceVersion with bookmarks and a server-side timeout. Every event
+   and bookmark advances our resourceVersion and resets the client's inactivity timeout.
+4. The stream ends normally (server timeout) → watch again from our resourceVersion.
+   410 Gone (ERROR event or HTTP status) → back to 1. Any other failure → back off
+   (1, 1, 2, 3, 5, 8, ... seconds, with jitter) and watch again, or list again if the list
+   itself failed. Meanwhile the zone keeps serving the last state it knew.
+
+State changes (lost the API, got it back) are logged once, never per retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from urllib3.exceptions import HTTPError
+
+from dnsserver import metrics
+from zones import convert, model
+from zones.zone import Zone
+
+log = logging.getLogger("dnsserver.kube")
+
+POD_FIELD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"
+
+
+class KubeError(Exception):
+    """The Kubernetes API cannot be used with this configuration."""
+
+
+class Gone(Exception):
+    """410: the resourceVersion we hold is too old; list again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    page_size: int = 500
+    watch_timeout: int = 300  # seconds, asked of the server (it ends the stream cleanly)
+    inactivity_timeout: float = 90.0  # seconds without an event or bookmark: the stream is dead
+    connect_timeout: float = 5.0
+    backoff_unit: float = 1.0  # seconds; tests make it small
+    backoff_cap: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    name: str  # plural, as in the URL and in logs
+    kind: type[model.ClusterObject]
+    api: str  # the client's API class ...
+    method: str  # ... and its list-or-watch method
+    field_selector: str = ""
+
+
+SERVICES = Resource("services", model.Service, "CoreV1Api", "list_service_for_all_namespaces")
+ENDPOINT_SLICES = Resource(
+    "endpointslices", model.EndpointSlice, "DiscoveryV1Api",
+    "list_endpoint_slice_for_all_namespaces",
+)
+NAMESPACES = Resource("namespaces", model.Namespace, "CoreV1Api", "list_namespace")
+PODS = Resource(
+    "pods", model.Pod, "CoreV1Api", "list_pod_for_all_namespaces", POD_FIELD_SELECTOR
+)
+
+
+@dataclass(slots=True)
+class WatchState:
+    """What one reflector is doing, for readiness, metrics and tests."""
+
+    listed: bool = False  # the first full list has reached the zone
+    healthy: bool = True
+    last_error: str = ""
+    events: int = 0
+    lists: int = 0
+    drops: int = 0
+    resource_version: str = ""
+
+
+def backoff_delays(unit: float, cap: float) -> Iterator[float]:
+    """1, 1, 2, 3, 5, 8, ... times ``unit``, capped, each with ±20 % jitter."""
+    a, b = 1.0, 1.0
+    while True:
+        yield min(a * unit, cap) * random.uniform(0.8, 1.2)
+        a, b = b, a + b
+
+
+def api_client(kubeconfig: Path | None, context: str | None) -> Any:
+    """An ``ApiClient`` from a kubeconfig, or from the pod's service account."""
+    from kubernetes import client, config  # noqa: PLC0415  (slow import, only when live)
+
+    configuration = client.Configuration()
+    try:
+        if kubeconfig is not None:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), context=context, client_configuration=configuration
+            )
+        else:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
+        raise KubeError(f"cannot use the {where}: {exc}") from None
+    configuration.retries = False  # our own loop retries, with back-off
+    return client.ApiClient(configuration)
+
+
+class Reflector:
+    """List-then-watch of one resource into the zone, on its own thread."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        api: Any,
+        post: Callable[[Callable[[], None]], None],
+        zone_ops: ZoneOps,
+        options: Options,
+    ) -> None:
+        self.resource = resource
+        self.state = WatchState()
+        self._api = api
+        self._post = post
+        self._zone = zone_ops
+        self._options = options
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"watch-{resource.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            _close(response)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delays = backoff_delays(self._options.backoff_unit, self._options.backoff_cap)
+        need_list = True
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if need_list:
+                    version = self._list()
+                    need_list = False
+                    delays = backoff_delays(self._options.backoff_unit, self._options.backoff_cap)
+                version, progressed = self._watch(version)
+                if progressed:
+                    delays = backoff_delays(self._options.backoff_unit, self._options.backoff_cap)
+            except Gone:
+                log.info("%s: resourceVersion %s expired; listing again",
+                         self.resource.name, version or "?")
+                need_list = True
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                self._failed(exc)
+                self._stop.wait(next(delays))
+
+    def _list(self) -> str:
+        """All objects in pages from one snapshot; posts a reconcile; returns its version."""
+        objects: list[model.ClusterObject] = []
+        token = ""
+        while True:
+            query: dict[str, Any] = {"limit": self._options.page_size}
+            if token:
+                query["_continue"] = token
+            try:
+                page = json.loads(self._get(query).data)
+            except Gone:
+                objects, token = [], ""  # the snapshot expired mid-list: start over
+                continue
+            objects.extend(self._convert_items(page.get("items") or []))
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            if not token:
+                version = str(metadata.get("resourceVersion") or "")
+                break
+        self._post(lambda: self._zone.reconcile(self, objects, version))
+        self._recovered()
+        return version
+
+    def _watch(self, version: str) -> tuple[str, bool]:
+        """Stream events from ``version`` until the server ends the stream; (version, any event)."""
+        query: dict[str, Any] = {
+            "watch": True, "allow_watch_bookmarks": True,
+            "timeout_seconds": self._options.watch_timeout + random.randint(0, 30),
+        }
+        if version:
+            query["resource_version"] = version
+        response = self._get(query)
+        self._recovered()
+        self._response = response
+        progressed = False
+        try:
+            for line in _lines(response):
+                if self._stop.is_set():
+                    break
+                version = self._event(json.loads(line), version)
+                progressed = True
+        except (HTTPError, OSError) as exc:
+            # A stream that worked and then broke (dropped, or silent past the inactivity
+            # timeout) is routine: watch again at once. One that never worked backs off.
+            if not progressed or self._stop.is_set():
+                raise
+            self.state.drops += 1
+            log.debug("%s: watch stream broke (%s); watching again from %s",
+                      self.resource.name, _describe(exc), version)
+        finally:
+            self._response = None
+            _close(response)
+        return version, progressed
+
+    def _event(self, event: dict[str, Any], version: str) -> str:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        new_version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+        if kind == "ERROR":
+            code = obj.get("code")
+            if code == 410:
+                raise Gone()
+            raise RuntimeError(f"watch error {code}: {obj.get('message', '')}")
+        if kind in ("ADDED", "MODIFIED"):
+            converted = self._convert(obj)
+            if converted is not None:
+                self._post(lambda: self._zone.apply(self, converted))
+        elif kind == "DELETED":
+            meta = obj.get("metadata") or {}
+            namespace = "" if self.resource.kind is model.Namespace else meta.get("namespace", "")
+            name = str(meta.get("name", "")).lower()
+            self._post(lambda: self._zone.delete(self, str(namespace).lower(), name))
+        elif kind != "BOOKMARK":
+            raise RuntimeError(f"unknown watch event type {kind!r}")
+        self.state.resource_version = new_version
+        self.state.events += 1
+        return new_version
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _get(self, query: dict[str, Any]) -> Any:
+        """One raw GET: JSON bytes are decoded by us, never into the client's slow models."""
+        from kubernetes import client  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+        call = getattr(getattr(client, self.resource.api)(self._api), self.resource.method)
+        if self.resource.field_selector:
+            query["field_selector"] = self.resource.field_selector
+        try:
+            return call(
+                **query, _preload_content=False,
+                _request_timeout=(self._options.connect_timeout, self._options.inactivity_timeout),
+            )
+        except ApiException as exc:
+            if exc.status == 410:
+                raise Gone() from None
+            raise RuntimeError(f"HTTP {exc.status} {exc.reason}") from None
+
+    def _convert_items(self, items: list[dict[str, Any]]) -> Iterator[model.ClusterObject]:
+        for item in items:
+            converted = self._convert(item)
+            if converted is not None:
+                yield converted
+
+    def _convert(self, obj: dict[str, Any]) -> model.ClusterObject | None:
+        try:
+            return convert.to_model(obj, self.resource.kind.__name__)
+        except convert.ConversionError as exc:
+            meta = obj.get("metadata") or {}
+            log.warning("%s: ignoring %s/%s: %s", self.resource.name,
+                        meta.get("namespace", ""), meta.get("name", "?"), exc)
+            return None
+
+    def _failed(self, exc: Exception) -> None:
+        message = _describe(exc)
+        if self.state.healthy:
+            log.warning("%s: lost the Kubernetes API (%s); serving the last known state and "
+                        "retrying", self.resource.name, message)
+        else:
+            log.debug("%s: still failing: %s", self.resource.name, message)
+        self.state.healthy = False
+        self.state.last_error = message
+
+    def _recovered(self) -> None:
+        if not self.state.healthy:
+            log.info("%s: the Kubernetes API is back", self.resource.name)
+        self.state.healthy = True
+        self.state.last_error = ""
+
+
+class ZoneOps:
+    """Zone changes made on the event loop thread, with the bookkeeping around them."""
+
+    def __init__(self, zone: Zone, reflectors: list[Reflector], on_synced: Callable[[], None]):
+        self.zone = zone
+        self.reflectors = reflectors
+        self._on_synced = on_synced
+
+    def reconcile(
+        self, reflector: Reflector, objects: list[model.ClusterObject], version: str
+    ) -> None:
+        changes = self.zone.reconcile(reflector.resource.kind, objects)
+        reflector.state.lists += 1
+        reflector.state.resource_version = version
+        if reflector.state.listed:
+            log.info("%s: relisted %d objects, %d changes", reflector.resource.name,
+                     len(objects), changes)
+        reflector.state.listed = True
+        if not self.zone.synced and all(r.state.listed for r in self.reflectors):
+            self.zone.synced = True
+            self._on_synced()
+
+    def apply(self, reflector: Reflector, obj: model.ClusterObject) -> None:
+        changed = self.zone.apply(obj)
+        if (
+            changed and self.zone.synced
+            and isinstance(obj, model.EndpointSlice) and obj.trigger_time is not None
+        ):
+            metrics.DNS_PROGRAMMING.labels(service_kind=self._service_kind(obj)).observe(
+                max(0.0, time.time() - obj.trigger_time)
+            )
+
+    def delete(self, reflector: Reflector, namespace: str, name: str) -> None:
+        self.zone.delete(reflector.resource.kind, namespace, name)
+
+    def _service_kind(self, eps: model.EndpointSlice) -> str:
+        svc = self.zone.service(eps.namespace, eps.service_name)
+        if svc is None or not svc.headless:
+            return "cluster_ip"
+        return "headless_with_selector"
+
+
+class KubeSource:
+    """All reflectors of one server; the zone is synced once each has listed."""
+
+    def __init__(
+        self, zone: Zone, api: Any, loop: asyncio.AbstractEventLoop, *, pods: bool,
+        options: Options | None = None,
+    ) -> None:
+        self.zone = zone
+        self.synced = asyncio.Event()
+        resources = [NAMESPACES, SERVICES, ENDPOINT_SLICES] + ([PODS] if pods else [])
+        self.reflectors: list[Reflector] = []
+        ops = ZoneOps(zone, self.reflectors, self._synced)
+        def post(callback: Callable[[], None]) -> None:
+            loop.call_soon_threadsafe(callback)
+
+        self.reflectors.extend(
+            Reflector(r, api, post, ops, options or Options()) for r in resources
+        )
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        for reflector in self.reflectors:
+            reflector.start()
+
+    def stop(self) -> None:
+        for reflector in self.reflectors:
+            reflector.stop()
+        for reflector in self.reflectors:
+            reflector.join(2.0)
+
+    @property
+    def healthy(self) -> bool:
+        return all(r.state.healthy for r in self.reflectors)
+
+    def _synced(self) -> None:
+        log.info("synced with the Kubernetes API in %.2fs", time.monotonic() - self._started)
+        self.synced.set()
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """Newline-separated JSON events of a watch stream, as they arrive."""
+    pending = b""
+    for chunk in response.stream(amt=None, decode_content=True):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from (line for line in complete if line.strip())
+    if pending.strip():
+        yield pending
+
+
+def _close(response: Any) -> None:
+    """Close a response, unblocking a thread that is reading it (urllib3 ≥ 2.3 ``shutdown``)."""
+    try:
+        if hasattr(response, "shutdown"):
+            response.shutdown()
+        response.close()
+        response.release_conn()
+    except Exception:  # closing a broken connection may fail in many ways; nothing to do
+        log.debug("closing a watch response failed", exc_info=True)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "..."

@@ -1230,7 +1230,9 @@ class KubeAPIServer:
     selector paths (any dotted path is accepted), server-side defaulting
     (only metadata and namespace status/labels are filled in), cascading
     namespace deletion, generation/managedFields, the random default watch
-    timeout, and a bookmark just before a timeout.
+    timeout, a bookmark just before a timeout, the rule that
+    ``sendInitialEvents`` needs ``resourceVersionMatch=NotOlderThan``, and
+    slow-watcher termination (a watch's queue is unbounded).
     """
 
     def __init__(

@@ -88,7 +88,7 @@ class Handler:
         head = data[:2] + bytes((0x80 | aa | (data[2] & 0x01), answer.rcode | (data[3] & 0x10)))
         question = data[12:question_end]
         if soa is not None:
-            body = soa.authority
+            body = soa.authority_for(question_end - 16)
         if size is None:
             reply = b"".join((head, counts, question, body))
             opt = b""

@@ -1,145 +1,143 @@
-"""The record sets one Service contributes to a zone: built from the Service and its slices only.
+"""What one Service publishes, worked out lazily from the Service and its slices alone.
 
-An event about a Service or one of its EndpointSlices calls :func:`service_names` for that one
-Service; the zone swaps the result in. Nothing here looks at other Services, so the cost of an
-event is the size of the Service it touches (CoreDNS ``kubernetes.go`` ``findServices``).
+A :class:`ServiceView` is made when an event touches the Service. It lists the names the Service
+owns (cheap: what the index needs as keys), and computes the record sets of one of those names
+only when that name is first asked for. Keeping record sets out of memory until they are used is
+what keeps a 50,000-endpoint cluster small. Nothing here looks at other Services, so the cost
+of an event is the size of the Service it touches (CoreDNS ``kubernetes.go`` ``findServices``).
+
+Record rules (SPEC §2.1-2.5): ClusterIP Services answer their ClusterIPs; headless ones their
+ready endpoints (none ready: the name does not exist); SRV weights are 100 split over the
+entries before de-duplication; every ready endpoint has a name (hostname, else dashed IP), under
+ClusterIP Services too, as CoreDNS does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from zones import model, names
 from zones.records import RRSets, Srv, srv_weight
 
-
-@dataclass(frozen=True, slots=True)
-class ServiceRecords:
-    """What one Service publishes: owner names with their record sets, and reverse entries."""
-
-    names: dict[str, RRSets] = field(default_factory=dict)
-    cluster_ptrs: dict[str, str] = field(default_factory=dict)  # ClusterIP -> service name
-    endpoint_ptrs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # IP -> endpoint names
+# Which of a Service's names a record set is for: the Service itself, a named port
+# (port name, protocol), or an endpoint (its label).
+SERVICE = ""
+Selector = str | tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """One (address, port) backend of a headless Service, as CoreDNS counts them for SRV."""
+    """One (address, port) backend, as CoreDNS counts them for SRV weights."""
 
     address: str
     port: model.Port | None
     label: str
 
 
-def service_names(
-    svc: model.Service, slices: Iterable[model.EndpointSlice], zone: str
-) -> ServiceRecords:
-    if svc.external_name:
-        return _external_name(svc, zone)
-    ready = [s for s in slices if s.endpoints]
-    if svc.headless:
-        return _headless(svc, ready, zone)
-    return _cluster_ip(svc, ready, zone)
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """One Service with its slices (ready endpoints only) in one zone."""
 
+    svc: model.Service
+    slices: tuple[model.EndpointSlice, ...]
+    zone: str
 
-def _external_name(svc: model.Service, zone: str) -> ServiceRecords:
-    if names.is_ip(svc.external_name):  # CoreDNS keeps only names that can be CNAME targets
-        return ServiceRecords()
-    owner = names.service_name(svc.name, svc.namespace, zone)
-    return ServiceRecords(names={owner: RRSets(cname=svc.external_name)})
+    @property
+    def owner(self) -> str:
+        return names.service_name(self.svc.name, self.svc.namespace, self.zone)
 
+    def owned_names(self) -> Iterator[tuple[str, Selector]]:
+        """Every name this Service answers for, with the selector :meth:`rrsets` takes."""
+        svc = self.svc
+        if svc.external_name:
+            if not names.is_ip(svc.external_name):  # CoreDNS keeps names that can be targets
+                yield self.owner, SERVICE
+            return
+        labels = dict.fromkeys(label for _, label in self.addresses())
+        if svc.headless:
+            if not labels:  # no ready endpoint: the name does not exist (NXDOMAIN)
+                return
+            ports = dict.fromkeys((p.name, p.protocol) for s in self.slices for p in s.ports)
+        else:
+            ports = dict.fromkeys((p.name, p.protocol) for p in svc.ports)
+        yield self.owner, SERVICE
+        for port, protocol in ports:
+            if port:
+                name = names.port_name(port, protocol, svc.name, svc.namespace, self.zone)
+                yield name, (port, protocol)
+        for label in labels:
+            yield names.endpoint_name(label, svc.name, svc.namespace, self.zone), label
 
-def _cluster_ip(
-    svc: model.Service, slices: list[model.EndpointSlice], zone: str
-) -> ServiceRecords:
-    owner = names.service_name(svc.name, svc.namespace, zone)
-    v4, v6 = _split_families(svc.cluster_ips)
-    backend = Srv(0, 0, owner, svc.cluster_ips)
+    def addresses(self) -> Iterator[tuple[str, str]]:
+        """(address, endpoint label) of every ready endpoint address."""
+        for eps in self.slices:
+            for endpoint in eps.endpoints:
+                for address in endpoint.addresses:
+                    yield address, names.endpoint_label(endpoint.hostname, address)
 
-    def srv_for(ports: Iterable[model.Port]) -> tuple[Srv, ...]:
-        ports = list(ports)
+    def reverse_entries(self) -> Iterator[tuple[str, str]]:
+        """(IP, endpoint label) for PTR records; the label is "" for a ClusterIP."""
+        for ip in self.svc.cluster_ips:
+            yield ip, ""
+        yield from self.addresses()
+
+    def rrsets(self, selector: Selector) -> RRSets:
+        svc = self.svc
+        if svc.external_name:
+            return RRSets(cname=svc.external_name)
+        entries = self._entries()
+        if isinstance(selector, tuple):
+            entries = [e for e in entries if e.port and (e.port.name, e.port.protocol) == selector]
+        elif selector:
+            entries = [e for e in entries if e.label == selector]
+        if svc.headless or (selector and not isinstance(selector, tuple)):
+            return self._endpoint_rrsets(entries)
+        return self._cluster_ip_rrsets(selector)
+
+    def _cluster_ip_rrsets(self, selector: Selector) -> RRSets:
+        svc = self.svc
+        ports = [p for p in svc.ports if not selector or (p.name, p.protocol) == selector]
         weight = srv_weight(len(ports) * len(svc.cluster_ips))
-        unique = dict.fromkeys(p.port for p in ports)
-        return tuple(Srv(weight, port, owner, backend.addresses) for port in unique)
+        srv = tuple(
+            Srv(weight, port, self.owner, svc.cluster_ips)
+            for port in dict.fromkeys(p.port for p in ports)
+        )
+        v4, v6 = split_families(svc.cluster_ips)
+        return RRSets(a=v4, aaaa=v6, srv=srv)
 
-    result = ServiceRecords(cluster_ptrs=dict.fromkeys(svc.cluster_ips, owner))
-    result.names[owner] = RRSets(a=v4, aaaa=v6, srv=srv_for(svc.ports))
-    for port in svc.ports:
-        if port.name:
-            name = names.port_name(port.name, port.protocol, svc.name, svc.namespace, zone)
-            result.names[name] = RRSets(a=v4, aaaa=v6, srv=srv_for([port]))
-    _add_endpoint_names(result, svc, _entries(slices), zone)
-    return result
+    def _endpoint_rrsets(self, entries: list[_Entry]) -> RRSets:
+        """A/AAAA of the entries' addresses and one SRV per (target, port)."""
+        v4, v6 = split_families(tuple(dict.fromkeys(e.address for e in entries)))
+        with_port = [e for e in entries if e.port is not None]
+        weight = srv_weight(len(with_port))
+        targets: dict[tuple[str, int], list[str]] = {}
+        svc = self.svc
+        for entry in with_port:
+            assert entry.port is not None
+            target = names.endpoint_name(entry.label, svc.name, svc.namespace, self.zone)
+            addresses = targets.setdefault((target, entry.port.port), [])
+            if entry.address not in addresses:
+                addresses.append(entry.address)
+        srv = tuple(
+            Srv(weight, port, target, tuple(ips)) for (target, port), ips in targets.items()
+        )
+        return RRSets(a=v4, aaaa=v6, srv=srv)
 
-
-def _headless(svc: model.Service, slices: list[model.EndpointSlice], zone: str) -> ServiceRecords:
-    entries = _entries(slices)
-    result = ServiceRecords()
-    if not entries:  # no ready endpoint: the name does not exist (NXDOMAIN)
-        return result
-    owner = names.service_name(svc.name, svc.namespace, zone)
-    result.names[owner] = _address_rrsets(entries, svc, zone)
-    for (port_name, protocol), matching in _by_named_port(entries).items():
-        name = names.port_name(port_name, protocol, svc.name, svc.namespace, zone)
-        result.names[name] = _address_rrsets(matching, svc, zone)
-    _add_endpoint_names(result, svc, entries, zone)
-    return result
-
-
-def _add_endpoint_names(
-    result: ServiceRecords, svc: model.Service, entries: list[_Entry], zone: str
-) -> None:
-    """``<endpoint>.<svc>.<ns>.svc.<zone>`` for every ready endpoint, and their reverse names."""
-    by_label: dict[str, list[_Entry]] = {}
-    for entry in entries:
-        by_label.setdefault(entry.label, []).append(entry)
-    ptrs: dict[str, dict[str, None]] = {}
-    for label, group in by_label.items():
-        name = names.endpoint_name(label, svc.name, svc.namespace, zone)
-        result.names[name] = _address_rrsets(group, svc, zone)
-        for entry in group:
-            ptrs.setdefault(entry.address, {})[name] = None
-    result.endpoint_ptrs.update((ip, tuple(targets)) for ip, targets in ptrs.items())
+    def _entries(self) -> list[_Entry]:
+        entries: list[_Entry] = []
+        for eps in self.slices:
+            ports: tuple[model.Port | None, ...] = eps.ports or (None,)
+            for endpoint in eps.endpoints:
+                for address in endpoint.addresses:
+                    label = names.endpoint_label(endpoint.hostname, address)
+                    entries.extend(_Entry(address, port, label) for port in ports)
+        return entries
 
 
-def _address_rrsets(entries: list[_Entry], svc: model.Service, zone: str) -> RRSets:
-    """A/AAAA of the entries' addresses and one SRV per (target, port), weights before dedup."""
-    v4, v6 = _split_families(tuple(dict.fromkeys(e.address for e in entries)))
-    with_port = [e for e in entries if e.port is not None]
-    weight = srv_weight(len(with_port))
-    srv: dict[tuple[str, int], list[str]] = {}
-    for entry in with_port:
-        assert entry.port is not None
-        target = names.endpoint_name(entry.label, svc.name, svc.namespace, zone)
-        addresses = srv.setdefault((target, entry.port.port), [])
-        if entry.address not in addresses:
-            addresses.append(entry.address)
-    records = tuple(
-        Srv(weight, port, target, tuple(addresses)) for (target, port), addresses in srv.items()
-    )
-    return RRSets(a=v4, aaaa=v6, srv=records)
+def view(svc: model.Service, slices: Iterable[model.EndpointSlice], zone: str) -> ServiceView:
+    return ServiceView(svc, tuple(s for s in slices if s.endpoints), zone)
 
 
-def _entries(slices: Iterable[model.EndpointSlice]) -> list[_Entry]:
-    entries: list[_Entry] = []
-    for eps in slices:
-        ports: tuple[model.Port | None, ...] = eps.ports or (None,)
-        for endpoint in eps.endpoints:
-            for address in endpoint.addresses:
-                label = names.endpoint_label(endpoint.hostname, address)
-                entries.extend(_Entry(address, port, label) for port in ports)
-    return entries
-
-
-def _by_named_port(entries: list[_Entry]) -> dict[tuple[str, str], list[_Entry]]:
-    groups: dict[tuple[str, str], list[_Entry]] = {}
-    for entry in entries:
-        if entry.port is not None and entry.port.name:
-            groups.setdefault((entry.port.name, entry.port.protocol), []).append(entry)
-    return groups
-
-
-def _split_families(ips: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def split_families(ips: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(ip for ip in ips if ":" not in ip), tuple(ip for ip in ips if ":" in ip)
-

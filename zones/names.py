@@ -132,6 +132,9 @@ def ip_from_pod_label(label: str) -> str | None:
 
 def reverse_name(ip: str) -> str:
     """``10.96.0.1`` -> ``1.0.96.10.in-addr.arpa`` (32 nibbles under ``ip6.arpa`` for IPv6)."""
+    if "." in ip:  # the common case, without parsing
+        a, b, c, d = ip.split(".")
+        return f"{d}.{c}.{b}.{a}.in-addr.arpa"
     return ipaddress.ip_address(ip).reverse_pointer
 
 

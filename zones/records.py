@@ -75,30 +75,43 @@ class Answer(NamedTuple):
 
 
 class SoaRecord:
-    """The current SOA of one zone; mutable so that negative answers always carry the new serial."""
+    """The current SOA of one zone; mutable so that negative answers always carry the new serial.
 
-    __slots__ = ("authority", "origin", "rname", "serial", "ttl")
+    Its owner and the zone in its MNAME/RNAME are pointers to the zone's labels inside the
+    question, so they come back in the client's case, as CoreDNS builds them from the qname.
+    """
+
+    __slots__ = ("_by_offset", "_numbers", "origin", "serial", "ttl", "zone_length")
 
     def __init__(self, origin: str, ttl: int, serial: int) -> None:
         self.origin = origin
-        self.rname = f"hostmaster.{origin}" if origin else "hostmaster"
+        self.zone_length = len(names.to_wire(origin))
         self.ttl = ttl
         self.serial = serial
-        self.authority = b""
+        self._numbers = b""
+        self._by_offset: dict[int, bytes] = {}
         self.set_serial(serial)
 
     def set_serial(self, serial: int) -> None:
         self.serial = serial
-        self.authority = rr(names.to_wire(self.origin), SOA, min(self.ttl, 300), self.rdata())
+        self._numbers = struct.pack(">IIIII", serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, self.ttl)
+        self._by_offset = {}
 
-    def rdata(self) -> bytes:
-        return (
-            name_wire(f"ns.dns.{self.origin}") + name_wire(self.rname)
-            + struct.pack(">IIIII", self.serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, self.ttl)
-        )
+    def authority_for(self, name_length: int) -> bytes:
+        """The SOA record for a reply whose question name is ``name_length`` octets long."""
+        offset = 12 + name_length - self.zone_length
+        record = self._by_offset.get(offset)
+        if record is None:
+            zone = (0xC000 | offset).to_bytes(2, "big")
+            rdata = b"\x02ns\x03dns" + zone + b"\x0ahostmaster" + zone + self._numbers
+            record = rr(zone, SOA, min(self.ttl, 300), rdata)
+            self._by_offset[offset] = record
+        return record
 
 
-Chase = Callable[[str, int], list[bytes]]
+# The records of an in-zone CNAME target (empty: it has none), or None for a name outside the
+# served zones, which the client (or a forwarder) resolves.
+Chase = Callable[[str, int], "list[bytes] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +162,7 @@ def encode(rrsets: RRSets, qtype: int, origin: Origin, chase: Chase | None = Non
     if qtype in (AXFR, IXFR):
         return origin.refused
     if qtype == SOA and rrsets.apex:
-        return positive([QNAME_POINTER + origin.soa.authority[len(names.to_wire(origin.name)):]])
+        return positive([origin.soa.authority_for(origin.soa.zone_length)])
     answer, additional = section_records(rrsets, qtype, origin.ttl, QNAME_POINTER, chase)
     if not answer:
         return origin.nodata
@@ -163,9 +176,11 @@ def section_records(
     if rrsets.cname:
         if qtype == CNAME or (qtype in (A, AAAA) and not names.is_ip(rrsets.cname)):
             records = [rr(owner, CNAME, ttl, name_wire(rrsets.cname))]
-            if qtype != CNAME and chase is not None:
-                records += chase(rrsets.cname, qtype)
-            return records, []
+            chased = chase(rrsets.cname, qtype) if qtype != CNAME and chase else None
+            if chased is None:
+                return records, []
+            # CoreDNS answers an in-zone target that has no such records with NODATA.
+            return (records + chased if chased else []), []
         return [], []
     if qtype == A:
         return [rr(owner, A, ttl, address_rdata(ip)) for ip in rrsets.a], []

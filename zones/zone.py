@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 from zones import build, model, names
 from zones.model import PodsMode
@@ -42,23 +43,46 @@ MAX_CNAME_CHAIN = 10
 Key = tuple[str, str]
 
 
+class View(Protocol):
+    """Where a node's record sets come from; computed when the name is first asked for."""
+
+    def rrsets(self, selector: Any) -> RRSets: ...
+
+
 class Node(dict[int, Answer]):
-    """One owner name: its record sets, and its answers encoded on first use."""
+    """One owner name: where its records come from, and its answers encoded on first use."""
 
-    __slots__ = ("origin", "rrsets", "zone")
+    __slots__ = ("origin", "selector", "view", "zone")
 
-    def __init__(self, rrsets: RRSets, origin: Origin, zone: Zone) -> None:
+    def __init__(self, view: View, selector: object, origin: Origin, zone: Zone) -> None:
         super().__init__()
-        self.rrsets = rrsets
+        self.view = view
+        self.selector = selector
         self.origin = origin
         self.zone = zone
 
+    @property
+    def rrsets(self) -> RRSets:
+        return self.view.rrsets(self.selector)
+
     def __missing__(self, qtype: int) -> Answer:
-        answer = encode(self.rrsets, qtype, self.origin, self.zone.chase)
+        rrsets = self.rrsets
+        answer = encode(rrsets, qtype, self.origin, self.zone.chase)
         # CNAME answers embed their target's records, which another Service owns: never kept.
-        if qtype in CACHED_QTYPES and not self.rrsets.cname:
+        if qtype in CACHED_QTYPES and not rrsets.cname:
             self[qtype] = answer
         return answer
+
+
+class _Fixed:
+    """Names whose record sets are known when the node is made (apex, dns-version, ...)."""
+
+    def rrsets(self, selector: RRSets) -> RRSets:
+        return selector
+
+
+FIXED = _Fixed()
+PtrSources = tuple[tuple[Key, str], ...]  # (Service, endpoint label or "" for a ClusterIP)
 
 
 class Zone:
@@ -92,10 +116,9 @@ class Zone:
         self._pods: dict[Key, model.Pod] = {}
         self._pods_by_ip: dict[str, set[Key]] = {}
         self._owned: dict[Key, list[bytes]] = {}
-        self._ptr_ips: dict[Key, set[str]] = {}
-        self._ptr_cluster: dict[str, dict[Key, str]] = {}
-        self._ptr_endpoints: dict[str, dict[Key, tuple[str, ...]]] = {}
+        self._ptr_ips: dict[Key, tuple[str, ...]] = {}
         self._dirty: set[Key] | None = None
+        self._ptr_view = _PtrView(self)
         self._changed = False
         self._rebuild_apex()
 
@@ -143,20 +166,26 @@ class Zone:
         """:meth:`lookup` for a dotted name (tests and tools)."""
         return self.lookup(names.to_wire(name), qtype)
 
-    def chase(self, target: str, qtype: int, depth: int = 0) -> list[bytes]:
-        """The A/AAAA records of an in-zone CNAME target, owned by the target's own name."""
+    def chase(self, target: str, qtype: int, depth: int = 0) -> list[bytes] | None:
+        """The A/AAAA records of an in-zone CNAME target, owned by the target's own name;
+        None when the target is outside every served zone."""
         try:
             wire = names.to_wire(target)
         except ValueError:
-            return []
+            return None
+        if self._find_origin(wire) is None:
+            return None
         node = self.index.get(wire)
-        if node is None or depth >= MAX_CNAME_CHAIN or target == node.rrsets.cname:
+        if node is None or depth >= MAX_CNAME_CHAIN:
+            return []
+        rrsets = node.rrsets
+        if target == rrsets.cname:
             return []
 
-        def next_hop(name: str, qt: int) -> list[bytes]:
+        def next_hop(name: str, qt: int) -> list[bytes] | None:
             return self.chase(name, qt, depth + 1)
 
-        answer, _ = section_records(node.rrsets, qtype, node.origin.ttl, wire, next_hop)
+        answer, _ = section_records(rrsets, qtype, node.origin.ttl, wire, next_hop)
         return answer
 
     def records(self) -> Iterator[tuple[str, RRSets]]:
@@ -302,7 +331,7 @@ class Zone:
             for root in roots:
                 wire = names.to_wire(names.namespace_name(namespace, root, origin.name))
                 if exists:
-                    self.index[wire] = Node(RRSets(), origin, self)
+                    self.index[wire] = Node(FIXED, RRSets(), origin, self)
                 else:
                     self.index.pop(wire, None)
         for key in self._services_by_ns.get(namespace, ()):
@@ -336,74 +365,60 @@ class Zone:
     def _mark(self, service: Key) -> None:
         assert self._dirty is not None, "changes happen inside batch()"
         self._dirty.add(service)
+        self._changed = True
 
     # -- rebuilding ------------------------------------------------------------------------
 
     def _rebuild_service(self, key: Key) -> None:
+        """Swap in the names of one Service as its objects now say (none if it is gone)."""
         svc = self._services.get(key)
-        fresh: dict[bytes, tuple[RRSets, Origin]] = {}
-        cluster_ptrs: dict[str, str] = {}
-        endpoint_ptrs: dict[str, tuple[str, ...]] = {}
+        fresh: dict[bytes, Node] = {}
+        reverse: list[tuple[str, str]] = []
         if svc is not None and svc.namespace in self._namespaces:
             slices = [self._slices[k] for k in sorted(self._slices_by_service.get(key, ()))]
             for i, origin in enumerate(self._forward):
-                built = build.service_names(svc, slices, origin.name)
-                for name, rrsets in built.names.items():
-                    fresh[names.to_wire(name)] = (rrsets, origin)
+                view = build.view(svc, slices, origin.name)
+                for name, selector in view.owned_names():
+                    fresh[names.to_wire(name)] = Node(view, selector, origin, self)
                 if i == 0:
-                    cluster_ptrs, endpoint_ptrs = built.cluster_ptrs, built.endpoint_ptrs
+                    reverse = list(view.reverse_entries())
+        index = self.index
         for wire in self._owned.pop(key, ()):
             if wire not in fresh:
-                del self.index[wire]
-                self._changed = True
-        for wire, (rrsets, origin) in fresh.items():
-            self._set_node(wire, rrsets, origin)
+                del index[wire]
+        index.update(fresh)
         if fresh:
             self._owned[key] = list(fresh)
-        self._update_ptrs(key, cluster_ptrs, endpoint_ptrs)
+        self._update_ptrs(key, reverse)
         if key == KUBE_DNS:
             self._rebuild_apex()
 
     def _set_node(self, wire: bytes, rrsets: RRSets, origin: Origin) -> None:
         node = self.index.get(wire)
         if node is None or node.rrsets != rrsets or node.origin is not origin:
-            self.index[wire] = Node(rrsets, origin, self)
-            self._changed = True
+            self.index[wire] = Node(FIXED, rrsets, origin, self)
 
-    def _update_ptrs(
-        self, key: Key, cluster: dict[str, str], endpoints: dict[str, tuple[str, ...]]
-    ) -> None:
+    def _update_ptrs(self, key: Key, entries: list[tuple[str, str]]) -> None:
+        """Re-point the reverse names of the IPs this Service had or has."""
         if not self._reverse:
             return
-        old_ips = self._ptr_ips.pop(key, set())
-        for ip in old_ips:
-            _discard_key(self._ptr_cluster, ip, key)
-            _discard_key(self._ptr_endpoints, ip, key)
-        for ip, target in cluster.items():
-            self._ptr_cluster.setdefault(ip, {})[key] = target
-        for ip, targets in endpoints.items():
-            self._ptr_endpoints.setdefault(ip, {})[key] = targets
-        new_ips = set(cluster) | set(endpoints)
-        if new_ips:
-            self._ptr_ips[key] = new_ips
-        for ip in old_ips | new_ips:
-            self._rebuild_ptr(ip)
-
-    def _rebuild_ptr(self, ip: str) -> None:
-        """A ClusterIP names its first Service; an endpoint IP every name it has (CoreDNS)."""
-        wire = names.to_wire(names.reverse_name(ip))
-        cluster = self._ptr_cluster.get(ip)
-        endpoints = self._ptr_endpoints.get(ip, {})
-        if cluster:
-            targets: tuple[str, ...] = (cluster[min(cluster)],)
-        else:
-            targets = tuple(dict.fromkeys(t for k in sorted(endpoints) for t in endpoints[k]))
-        if not targets:
-            if self.index.pop(wire, None) is not None:
-                self._changed = True
-            return
-        origin = self._reverse[0] if ":" not in ip else self._reverse[-1]
-        self._set_node(wire, RRSets(ptr=targets), origin)
+        labels: dict[str, list[str]] = {}
+        for ip, label in entries:
+            labels.setdefault(ip, []).append(label)
+        old_ips = self._ptr_ips.pop(key, ())
+        for ip in dict.fromkeys((*old_ips, *labels)):
+            wire = names.to_wire(names.reverse_name(ip))
+            node = self.index.get(wire)
+            old: PtrSources = node.selector if node is not None else ()  # type: ignore[assignment]
+            kept = [s for s in old if s[0] != key]
+            sources = sorted(kept + [(key, label) for label in dict.fromkeys(labels.get(ip, ()))])
+            if sources:
+                origin = self._reverse[0] if ":" not in ip else self._reverse[-1]
+                self.index[wire] = Node(self._ptr_view, tuple(sources), origin, self)
+            else:
+                self.index.pop(wire, None)
+        if labels:
+            self._ptr_ips[key] = tuple(labels)
 
     def _rebuild_apex(self) -> None:
         kube_dns = self._services.get(KUBE_DNS)
@@ -427,6 +442,18 @@ class Zone:
                 self._set_node(names.to_wire(name), rrsets, origin)
         for origin in self._reverse:
             self._set_node(names.to_wire(origin.name), RRSets(apex=True, ns=(server,)), origin)
+
+    def _ptr_targets(self, sources: PtrSources) -> RRSets:
+        """A ClusterIP names its first Service; an endpoint IP every name it has (CoreDNS)."""
+        zone = self._forward[0].name if self._forward else ""
+        cluster = [k for k, label in sources if not label]
+        if cluster:
+            namespace, name = min(cluster)
+            return RRSets(ptr=(names.service_name(name, namespace, zone),))
+        return RRSets(ptr=tuple(dict.fromkeys(
+            names.endpoint_name(label, name, namespace, zone)
+            for (namespace, name), label in sources
+        )))
 
     def _bump_serial(self) -> None:
         """A new serial for every zone: the time of the change, and always larger than before."""
@@ -467,18 +494,17 @@ class Zone:
         return encode(rrsets, qtype, origin)
 
 
+class _PtrView:
+    def __init__(self, zone: Zone) -> None:
+        self._zone = zone
+
+    def rrsets(self, selector: PtrSources) -> RRSets:
+        return self._zone._ptr_targets(selector)
+
+
 def _discard(index: dict[str, set[Key]] | dict[Key, set[Key]], key: object, item: Key) -> None:
     members = index.get(key)  # type: ignore[call-overload]
     if members is not None:
         members.discard(item)
         if not members:
             del index[key]  # type: ignore[arg-type]
-
-
-def _discard_key(index: dict[str, dict[Key, str]] | dict[str, dict[Key, tuple[str, ...]]],
-                 ip: str, key: Key) -> None:
-    members = index.get(ip)
-    if members is not None:
-        members.pop(key, None)
-        if not members:
-            del index[ip]

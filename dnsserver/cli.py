@@ -65,9 +65,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    if min(args.tcp_idle_timeout, args.max_tcp_connections, args.watch_inactivity_timeout,
-           args.watch_backoff) <= 0:
-        raise ConfigError("timeouts, back-off and --max-tcp-connections must be positive")
+    for flag in ("tcp_idle_timeout", "max_tcp_connections", "watch_inactivity_timeout",
+                 "watch_backoff"):
+        if getattr(args, flag) <= 0:
+            name = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{name} must be positive, not {getattr(args, flag)}")
     if args.manifests is not None and args.kubeconfig is not None:
         raise ConfigError("--manifests and --kubeconfig exclude each other")
     return Config(

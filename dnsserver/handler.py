@@ -16,7 +16,8 @@ import logging
 import traceback
 
 from dnsserver import wire
-from zones.records import NOTIMP, REFUSED, SERVFAIL, Answer
+from dnsserver.autopath import AutoPath
+from zones.records import NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Answer
 from zones.zone import Zone
 
 log = logging.getLogger("dnsserver")
@@ -27,23 +28,27 @@ _PLAIN_QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QD=1, AN=0, NS=0, high 
 class Handler:
     """Answers queries from a :class:`~zones.zone.Zone`."""
 
-    def __init__(self, zone: Zone) -> None:
+    def __init__(self, zone: Zone, autopath: AutoPath | None = None) -> None:
         self.zone = zone
+        self.autopath = autopath
         self._index = zone.index  # the same dict for the zone's whole life
         self._logged_bugs: set[tuple[str, str, int]] = set()
 
-    def handle(self, data: bytes, tcp: bool = False) -> bytes | None:
-        """The reply to ``data``, or None to send nothing. Never raises."""
+    def handle(self, data: bytes, tcp: bool = False, client: str = "") -> bytes | None:
+        """The reply to ``data`` from ``client`` (its IP), or None to send nothing. Never raises."""
         try:
-            reply = self._fast_path(data, tcp)
+            try:
+                reply = self._fast_path(data, tcp, client)
+            except IndexError:  # the message ended early: the careful parser says how
+                reply = None
             if reply is None:
-                reply = self._slow_path(data, tcp)
+                reply = self._slow_path(data, tcp, client)
             return reply
         except Exception as exc:  # a bug: answer SERVFAIL, log the first of its kind
             self._log_bug(exc)
             return _servfail(data)
 
-    def _fast_path(self, data: bytes, tcp: bool) -> bytes | None:
+    def _fast_path(self, data: bytes, tcp: bool, client: str) -> bytes | None:
         if len(data) < 17 or data[2] & 0xF8 or data[4:11] != _PLAIN_QUERY_COUNTS:
             return None
         end = 12
@@ -61,7 +66,7 @@ class Handler:
             if question_end != len(data):
                 return None
             size = None
-            do = 0
+            opt = b""
         elif (
             arcount == 1
             and data[question_end : question_end + 3] == b"\x00\x00\x29"
@@ -70,37 +75,43 @@ class Handler:
             == len(data)
         ):
             size = data[question_end + 3] << 8 | data[question_end + 4]
-            do = data[question_end + 7] >> 7
+            opt = wire.opt_record(size, data[question_end + 7] >> 7)
         else:
             return None
         qtype = data[end + 1] << 8 | data[end + 2]
         key = data[12 : end + 1].lower()
         node = self._index.get(key)
-        answer = node[qtype] if node is not None else self.zone.lookup_missing(key, qtype)
+        answer = node[qtype] if node is not None else self._missing(key, qtype, client)
         if answer is None:
             return None
-        return self._reply(data, question_end, answer, size, do, tcp)
+        return self._reply(data, question_end, answer, size, opt, tcp)
+
+    def _missing(self, key: bytes, qtype: int, client: str) -> Answer | None:
+        """A name not in the index: dynamic names, NXDOMAIN, or autopath's walk."""
+        answer = self.zone.lookup_missing(key, qtype)
+        if answer is not None and answer.rcode == NXDOMAIN and self.autopath is not None:
+            return self.autopath.answer(key, qtype, client) or answer
+        return answer
 
     def _reply(
-        self, data: bytes, question_end: int, answer: Answer, size: int | None, do: int, tcp: bool
+        self, data: bytes, question_end: int, answer: Answer, size: int | None, opt: bytes,
+        tcp: bool,
     ) -> bytes:
-        _rcode, aa, counts, counts_edns, body, soa, ancount, answer_len = answer
+        _rcode, aa, counts, counts_edns, body, soa, _ancount, answer_len = answer
         head = data[:2] + bytes((0x80 | aa | (data[2] & 0x01), answer.rcode | (data[3] & 0x10)))
         question = data[12:question_end]
         if soa is not None:
             body = soa.authority_for(question_end - 16)
         if size is None:
             reply = b"".join((head, counts, question, body))
-            opt = b""
         else:
-            opt = wire.OPT_RECORDS[do]
             reply = b"".join((head, counts_edns, question, body, opt))
         limit = wire.MAX_MESSAGE_SIZE if tcp else wire.udp_limit(size)
         if len(reply) > limit:
-            return wire.truncate(head, question, body[:answer_len], ancount, opt, limit)
+            return wire.truncate(head, question, body, answer_len, counts, opt, limit)
         return reply
 
-    def _slow_path(self, data: bytes, tcp: bool) -> bytes | None:
+    def _slow_path(self, data: bytes, tcp: bool, client: str) -> bytes | None:
         if len(data) < wire.HEADER_LENGTH or data[2] & 0x80:
             return None  # no header to answer, or a response: never reply to those
         if data[2] & 0x78:
@@ -114,11 +125,15 @@ class Handler:
             return wire.error_reply(data, query, wire.BADVERS)
         if query.qclass != 1:
             return wire.error_reply(data, query, REFUSED)
-        answer = self.zone.lookup(query.name.lower(), query.qtype)
+        key = query.name.lower()
+        node = self._index.get(key)
+        answer = node[query.qtype] if node is not None else self._missing(key, query.qtype, client)
         if answer is None:  # outside every served zone
             return wire.error_reply(data, query, REFUSED)
-        size = edns.udp_size if edns is not None else None
-        return self._reply(data, query.question_end, answer, size, int(edns.do) if edns else 0, tcp)
+        if edns is None:
+            return self._reply(data, query.question_end, answer, None, b"", tcp)
+        opt = wire.opt_record(edns.udp_size, int(edns.do))
+        return self._reply(data, query.question_end, answer, edns.udp_size, opt, tcp)
 
     def _log_bug(self, exc: Exception) -> None:
         frame = traceback.extract_tb(exc.__traceback__)[-1]

@@ -25,7 +25,6 @@ State changes (lost the API, got it back) are logged once, never per retry.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import threading
@@ -37,7 +36,7 @@ from typing import Any
 
 from urllib3.exceptions import HTTPError
 
-from dnsserver import metrics
+from dnsserver import apischema, metrics
 from zones import convert, model
 from zones.zone import Zone
 
@@ -145,6 +144,7 @@ class Reflector:
         self._options = options
         self._stop = threading.Event()
         self._response: Any = None
+        self._decoders = apischema.Decoders(resource.kind.__name__)
         self._thread = threading.Thread(
             target=self._run, name=f"watch-{resource.name}", daemon=True
         )
@@ -195,7 +195,7 @@ class Reflector:
             if token:
                 query["_continue"] = token
             try:
-                page = json.loads(self._get(query).data)
+                page = self._decoders.page(self._get(query).data)
             except Gone:
                 objects, token = [], ""  # the snapshot expired mid-list: start over
                 continue
@@ -225,7 +225,7 @@ class Reflector:
             for line in _lines(response):
                 if self._stop.is_set():
                     break
-                version = self._event(json.loads(line), version)
+                version = self._event(self._decoders.event(line), version)
                 progressed = True
         except (HTTPError, OSError) as exc:
             # A stream that worked and then broke (dropped, or silent past the inactivity

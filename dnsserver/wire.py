@@ -15,13 +15,16 @@ HEADER_LENGTH = 12
 MAX_NAME_LENGTH = 255
 MIN_UDP_SIZE = 512
 MAX_MESSAGE_SIZE = 65535
-OUR_UDP_SIZE = 1232  # what we advertise in OPT (DNS flag day 2020)
+OUR_UDP_SIZE = 1232  # what we advertise when a reply has no OPT of the client's to mirror
 BADVERS = 16
-
-_OPT_PLAIN = b"\x00\x00\x29" + OUR_UDP_SIZE.to_bytes(2, "big") + b"\x00\x00\x00\x00\x00\x00"
-_OPT_DO = b"\x00\x00\x29" + OUR_UDP_SIZE.to_bytes(2, "big") + b"\x00\x00\x80\x00\x00\x00"
-OPT_RECORDS = (_OPT_PLAIN, _OPT_DO)
 _U16 = struct.Struct(">H")
+_OPT_FLAGS = (b"\x00\x00\x00\x00\x00\x00", b"\x00\x00\x80\x00\x00\x00")  # ext-rcode..RDLEN
+
+
+def opt_record(udp_size: int, do: int) -> bytes:
+    """The reply's OPT: the client's UDP size (at least 512) and DO bit mirrored, as CoreDNS
+    does, and no options."""
+    return b"\x00\x00\x29" + _U16.pack(max(udp_size, MIN_UDP_SIZE)) + _OPT_FLAGS[do]
 
 
 class FormError(ValueError):
@@ -179,27 +182,39 @@ def split_records(body: bytes, count: int) -> list[bytes]:
 
 
 def truncate(
-    head: bytes, question: bytes, answer_section: bytes, ancount: int, opt: bytes, limit: int
+    head: bytes, question: bytes, body: bytes, answer_len: int, counts: bytes, opt: bytes,
+    limit: int,
 ) -> bytes:
-    """Fit a reply into ``limit`` bytes: drop the additional section, then answer records (TC).
+    """Fit a positive reply into ``limit`` bytes, whole records only (RFC 2181 §9): drop
+    additional records that do not fit, then answer records, and set TC only in that case.
 
-    ``head`` is ID and flags; the counts are rebuilt here. Whole records only (RFC 2181 §9):
-    TC is set only when answer records had to go.
+    ``head`` is ID and flags; ``counts`` the reply's QDCOUNT..ARCOUNT (no OPT counted).
     """
+    ancount, arcount = _U16.unpack_from(counts, 2)[0], _U16.unpack_from(counts, 6)[0]
     room = limit - HEADER_LENGTH - len(question) - len(opt)
-    arcount = 1 if opt else 0
-    if len(answer_section) <= room:
-        counts = struct.pack(">HHHH", 1, ancount, 0, arcount)
-        return head + counts + question + answer_section + opt
+    answer = split_records(body[:answer_len], ancount)
+    kept = _fill(answer, room)
+    truncated = len(kept) < len(answer)
+    extra = [] if truncated else _fill(split_records(body[answer_len:], arcount), room - answer_len)
+    if truncated:
+        head = head[:2] + bytes((head[2] | 0x02, head[3]))
+    sections = struct.pack(">HHHH", 1, len(kept), 0, len(extra) + (1 if opt else 0))
+    return head + sections + question + b"".join(kept) + b"".join(extra) + opt
+
+
+def _fill(records: list[bytes], room: int) -> list[bytes]:
     kept = []
-    for record in split_records(answer_section, ancount):
+    for record in records:
         if len(record) > room:
             break
         kept.append(record)
         room -= len(record)
-    flags = head[:2] + bytes((head[2] | 0x02, head[3]))
-    counts = struct.pack(">HHHH", 1, len(kept), 0, arcount)
-    return flags + counts + question + b"".join(kept) + opt
+    return kept
+
+
+
+# Our own OPT (no client OPT to mirror, e.g. a reply built from a cached upstream answer).
+OPT_RECORDS = (opt_record(OUR_UDP_SIZE, 0), opt_record(OUR_UDP_SIZE, 1))
 
 
 __all__ = ["FORMERR", "NOTIMP", "Cursor", "Edns", "FormError", "Query", "parse_query"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import contextlib
 import copy
 import errno
@@ -606,6 +607,8 @@ class _Store:
         self._base: dict[ResourceType, dict[str, Obj]] = {rt: {} for rt in RESOURCE_TYPES}
         self._history: list[_Change] = []
         self._watchers: list[_Watcher] = []
+        self._keys_cache: dict[str, tuple[int, list[str]]] = {}
+        self._json_cache: dict[tuple[str, str, str], bytes] = {}
 
     # ---- reads -----------------------------------------------------------
 
@@ -688,19 +691,56 @@ class _Store:
     # ---- list ------------------------------------------------------------
 
     def list_objects(self, rtype: ResourceType, namespace: str | None, query: Query) -> Obj:
+        return json.loads(self.list_json(rtype, namespace, query))  # type: ignore[no-any-return]
+
+    def list_json(self, rtype: ResourceType, namespace: str | None, query: Query) -> bytes:
+        """One page of a list as JSON; items are encoded once per object version and reused,
+        and the page is cut from a sorted key list kept per snapshot, so listing a large
+        cluster in pages costs about what the bytes cost (benchmarks load 60,000 objects)."""
         selector = Selector.parse(query.get("fieldSelector", ""), query.get("labelSelector", ""))
         limit = _parse_int(query, "limit")
         with self._lock:
             snapshot_rv, start, limit = self._list_position(query, limit)
             objects = self._snapshot(rtype, snapshot_rv)
-        keys = sorted(key for key in objects if key >= start)
-        selected = [
-            objects[key]
-            for key in keys
-            if (namespace is None or objects[key]["metadata"].get("namespace") == namespace)
-            and selector.matches(objects[key])
-        ]
-        return _list_page(rtype, selected, snapshot_rv, limit, remaining_count=selector.empty)
+            keys = self._sorted_keys(rtype, snapshot_rv, objects)
+        keys = keys[bisect.bisect_left(keys, start):]
+        selected: list[str] = []
+        for key in keys:
+            obj = objects[key]
+            if (namespace is None or obj["metadata"].get("namespace") == namespace) and (
+                selector.empty or selector.matches(obj)
+            ):
+                selected.append(key)
+                if limit and len(selected) > limit and selector.empty and namespace is None:
+                    break  # enough to know there is more; the rest is counted, not filtered
+        page_keys = selected[:limit] if limit else selected
+        metadata: Obj = {"resourceVersion": str(snapshot_rv)}
+        if limit and len(selected) > limit:
+            metadata["continue"] = encode_continue(snapshot_rv, page_keys[-1] + "\x00")
+            if selector.empty:  # the real server omits it when a selector filters
+                remaining = len(keys) - limit if namespace is None else len(selected) - limit
+                metadata["remainingItemCount"] = remaining
+        head = json.dumps(
+            {"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": metadata},
+            separators=(",", ":"),
+        )
+        items = b",".join(self._item_json(rtype, objects[key]) for key in page_keys)
+        return head[:-1].encode() + b',"items":[' + items + b"]}"
+
+    def _sorted_keys(self, rtype: ResourceType, rv: int, objects: dict[str, Obj]) -> list[str]:
+        cached = self._keys_cache.get(rtype.plural)
+        if cached is None or cached[0] != rv or len(cached[1]) != len(objects):
+            cached = (rv, sorted(objects))
+            self._keys_cache[rtype.plural] = cached
+        return cached[1]
+
+    def _item_json(self, rtype: ResourceType, obj: Obj) -> bytes:
+        version = (rtype.plural, _key_of(rtype, obj), obj["metadata"].get("resourceVersion", ""))
+        encoded = self._json_cache.get(version)
+        if encoded is None:
+            encoded = json.dumps(_list_item(obj), separators=(",", ":")).encode()
+            self._json_cache[version] = encoded
+        return encoded
 
     def _list_position(self, query: Query, limit: int) -> tuple[int, str, int]:
         """Which snapshot a list reads, the key it starts at, and its limit."""
@@ -864,29 +904,6 @@ def _normalized(rtype: ResourceType, obj: Obj) -> Obj:
         meta.setdefault("labels", {}).setdefault("kubernetes.io/metadata.name", meta["name"])
         new.setdefault("status", {}).setdefault("phase", "Active")
     return new
-
-
-def _list_page(
-    rtype: ResourceType,
-    selected: Sequence[Obj],
-    snapshot_rv: int,
-    limit: int,
-    *,
-    remaining_count: bool,
-) -> Obj:
-    """A List object holding the first ``limit`` (0: all) selected objects."""
-    page = selected[:limit] if limit else selected
-    metadata: Obj = {"resourceVersion": str(snapshot_rv)}
-    if limit and len(selected) > limit:
-        metadata["continue"] = encode_continue(snapshot_rv, _key_of(rtype, page[-1]) + "\x00")
-        if remaining_count:  # the real server omits it when a selector filters
-            metadata["remainingItemCount"] = len(selected) - limit
-    return {
-        "kind": rtype.list_kind,
-        "apiVersion": rtype.api_version,
-        "metadata": metadata,
-        "items": [_list_item(obj) for obj in page],
-    }
 
 
 # --------------------------------------------------------------------------
@@ -1103,9 +1120,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif _parse_bool(query, "watch"):
             self._serve_watch(target, query)
         else:
-            self._send_json(
-                200, self._api._store.list_objects(target.rtype, target.namespace, query)
-            )
+            body = self._api._store.list_json(target.rtype, target.namespace, query)
+            self._send_body(200, body, "application/json")
 
     def _get_one(self, target: _Target) -> Obj:
         rtype, name = target.rtype, target.name or ""

@@ -52,14 +52,17 @@ class View(Protocol):
 class Node(dict[int, Answer]):
     """One owner name: where its records come from, and its answers encoded on first use."""
 
-    __slots__ = ("origin", "selector", "view", "zone")
+    __slots__ = ("name_length", "origin", "selector", "view", "zone")
 
-    def __init__(self, view: View, selector: object, origin: Origin, zone: Zone) -> None:
+    def __init__(
+        self, view: View, selector: object, origin: Origin, zone: Zone, name_length: int
+    ) -> None:
         super().__init__()
         self.view = view
         self.selector = selector
         self.origin = origin
         self.zone = zone
+        self.name_length = name_length  # of its wire name: where its answer starts in a reply
 
     @property
     def rrsets(self) -> RRSets:
@@ -67,7 +70,7 @@ class Node(dict[int, Answer]):
 
     def __missing__(self, qtype: int) -> Answer:
         rrsets = self.rrsets
-        answer = encode(rrsets, qtype, self.origin, self.zone.chase)
+        answer = encode(rrsets, qtype, self.origin, self.zone.chase, self.name_length)
         # CNAME answers embed their target's records, which another Service owns: never kept.
         if qtype in CACHED_QTYPES and not rrsets.cname:
             self[qtype] = answer
@@ -159,7 +162,8 @@ class Zone:
             with contextlib.suppress(ValueError):
                 node = self.index.get(names.to_wire(canonical))
                 if node is not None and canonical != names.from_wire(wire):
-                    return node[qtype]
+                    # Not node[qtype]: its cached bytes point into a question of another length.
+                    return encode(node.rrsets, qtype, node.origin, self.chase, len(wire))
         return self._nxdomain(origin)
 
     def answer(self, name: str, qtype: int) -> Answer | None:
@@ -192,6 +196,25 @@ class Zone:
         """Every owner name with its record sets (zone files, comparisons in tests)."""
         for wire, node in list(self.index.items()):
             yield names.from_wire(wire), node.rrsets
+
+    @property
+    def ttl(self) -> int:
+        return (self._forward or self._reverse)[0].ttl
+
+    def rrsets_at(self, wire: bytes) -> RRSets | None:
+        """The record sets of an existing name (pod names included), None when it does not exist."""
+        node = self.index.get(wire)
+        if node is not None:
+            return node.rrsets
+        found = self._find_origin(wire)
+        if found is None or found[0] in self._reverse:
+            return None
+        parsed = names.parse(found[1])
+        if parsed.kind is names.Kind.POD:
+            ip = self._pod_ip(parsed)
+            if ip is not None:
+                return RRSets(aaaa=(ip,)) if ":" in ip else RRSets(a=(ip,))
+        return None
 
     def service(self, namespace: str, name: str) -> model.Service | None:
         return self._services.get((namespace, name))
@@ -331,7 +354,7 @@ class Zone:
             for root in roots:
                 wire = names.to_wire(names.namespace_name(namespace, root, origin.name))
                 if exists:
-                    self.index[wire] = Node(FIXED, RRSets(), origin, self)
+                    self.index[wire] = Node(FIXED, RRSets(), origin, self, len(wire))
                 else:
                     self.index.pop(wire, None)
         for key in self._services_by_ns.get(namespace, ()):
@@ -379,7 +402,8 @@ class Zone:
             for i, origin in enumerate(self._forward):
                 view = build.view(svc, slices, origin.name)
                 for name, selector in view.owned_names():
-                    fresh[names.to_wire(name)] = Node(view, selector, origin, self)
+                    wire = names.to_wire(name)
+                    fresh[wire] = Node(view, selector, origin, self, len(wire))
                 if i == 0:
                     reverse = list(view.reverse_entries())
         index = self.index
@@ -396,7 +420,7 @@ class Zone:
     def _set_node(self, wire: bytes, rrsets: RRSets, origin: Origin) -> None:
         node = self.index.get(wire)
         if node is None or node.rrsets != rrsets or node.origin is not origin:
-            self.index[wire] = Node(FIXED, rrsets, origin, self)
+            self.index[wire] = Node(FIXED, rrsets, origin, self, len(wire))
 
     def _update_ptrs(self, key: Key, entries: list[tuple[str, str]]) -> None:
         """Re-point the reverse names of the IPs this Service had or has."""
@@ -414,7 +438,7 @@ class Zone:
             sources = sorted(kept + [(key, label) for label in dict.fromkeys(labels.get(ip, ()))])
             if sources:
                 origin = self._reverse[0] if ":" not in ip else self._reverse[-1]
-                self.index[wire] = Node(self._ptr_view, tuple(sources), origin, self)
+                self.index[wire] = Node(self._ptr_view, tuple(sources), origin, self, len(wire))
             else:
                 self.index.pop(wire, None)
         if labels:
@@ -481,17 +505,24 @@ class Zone:
         return origin.nxdomain if self.synced else origin.servfail
 
     def _pod_answer(self, parsed: names.ParsedName, qtype: int, origin: Origin) -> Answer:
-        if self.pods is PodsMode.DISABLED or parsed.namespace not in self._namespaces:
-            return self._nxdomain(origin)
-        ip = names.ip_from_pod_label(parsed.endpoint)
+        ip = self._pod_ip(parsed)
         if ip is None:
-            return self._nxdomain(origin)
-        if self.pods is PodsMode.VERIFIED and not any(
-            pod.namespace == parsed.namespace and pod.running for pod in self.pods_at(ip)
-        ):
             return self._nxdomain(origin)
         rrsets = RRSets(aaaa=(ip,)) if ":" in ip else RRSets(a=(ip,))
         return encode(rrsets, qtype, origin)
+
+    def _pod_ip(self, parsed: names.ParsedName) -> str | None:
+        """The IP a pod name stands for, if the name exists under the ``pods`` mode."""
+        if self.pods is PodsMode.DISABLED or parsed.namespace not in self._namespaces:
+            return None
+        ip = names.ip_from_pod_label(parsed.endpoint)
+        if ip is None:
+            return None
+        if self.pods is PodsMode.VERIFIED and not any(
+            pod.namespace == parsed.namespace and pod.running for pod in self.pods_at(ip)
+        ):
+            return None
+        return ip
 
 
 class _PtrView:

@@ -1,0 +1,1191 @@
+"""Read a CoreDNS Corefile into a :class:`~dnsserver.config.Config`.
+
+The grammar is CoreDNS's (a Caddyfile of server blocks)::
+
+    # a comment, to the end of the line
+    (common) {                     # a snippet, pasted by "import common"
+        errors
+    }
+    .:53 {                         # a server block: ZONE[:PORT]..., port 53 by default
+        import common              # a snippet, or files (relative to this file, one "*")
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure          # a plugin's options: one per line
+        }
+        forward . {$UPSTREAM}      # {$NAME} and {%NAME%} are environment variables
+    }
+
+Tokens are separated by white space; "double quotes" keep white space (``\\"`` inside);
+an unquoted ``{$NAME}`` that is empty or unset is left out (with a warning when unset).
+A directive's arguments are the tokens on its line, and a ``{`` ending that line opens its
+block of options.
+
+Which block is which: the block using ``kubernetes`` is the main one (exactly one must);
+its port is where we listen (on 0.0.0.0 unless ``bind`` says otherwise). Any other block
+on the same port is a stub domain: its ``forward`` (and ``cache``) serve its zones.
+A ``forward ZONE …`` line in the main block is a stub domain too; ``forward . …`` is the
+upstream of everything else.
+
+Errors start with ``path:line:``. Unknown plugins and options, and plugins or options this
+server does not implement, are errors; with ``lenient=True`` they become warnings and are
+left out. Options accepted but without effect here (``prefetch``, ``consolidate`` …) are
+always warnings. :func:`parse` and :func:`load` log the warnings;
+:func:`parse_with_warnings` and :func:`load_with_warnings` return them.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
+
+from dnsserver.config import (
+    COMBINED_LOG_FORMAT,
+    COMMON_LOG_FORMAT,
+    LOG_CLASSES,
+    RCODE_NAMES,
+    ROOT_ZONE,
+    CacheConfig,
+    CacheLimits,
+    Config,
+    ConfigError,
+    ForwardConfig,
+    ForwardPolicy,
+    HealthConfig,
+    KubeTLS,
+    LogConfig,
+    ReloadConfig,
+    StubDomain,
+    format_host_port,
+    name_in_zone,
+    normalize_zone,
+    parse_duration,
+    split_host_port,
+)
+from zones.model import PodsMode
+
+log = logging.getLogger("dnsserver.corefile")
+
+DEFAULT_PORT = 53
+MAX_UPSTREAMS = 15
+MAX_IMPORTS = 100
+
+
+# -- errors and warnings -------------------------------------------------------------------
+
+class CorefileError(ConfigError):
+    """The Corefile cannot be used."""
+
+    def __init__(self, path: str, line: int, detail: str) -> None:
+        super().__init__(f"{path}:{line}: {detail}")
+        self.path = path
+        self.line = line
+        self.detail = detail
+
+    @classmethod
+    def at(cls, token: Token, detail: str) -> Self:
+        return cls(token.file, token.line, detail)
+
+
+class CorefileSyntaxError(CorefileError):
+    """Braces, quotes, snippets or imports do not fit together."""
+
+
+class UnknownPlugin(CorefileError):
+    """A directive names a plugin this server does not have."""
+
+
+class UnknownOption(CorefileError):
+    """A plugin's block holds an option that plugin does not have."""
+
+
+class Unsupported(CorefileError):
+    """A CoreDNS plugin, option or form whose behaviour this server does not implement."""
+
+
+class BadValue(CorefileError):
+    """An argument is missing, extra or malformed: a number, duration, address or zone."""
+
+
+class Conflict(CorefileError):
+    """Two parts of the Corefile contradict each other: a zone served twice, a plugin twice."""
+
+
+@dataclass(frozen=True, slots=True)
+class CorefileWarning:
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    config: Config
+    warnings: tuple[CorefileWarning, ...]
+
+
+# -- the API -------------------------------------------------------------------------------
+
+def parse(text: str, *, path: str = "Corefile", lenient: bool = False,
+          env: Mapping[str, str] | None = None) -> Config:
+    """The Config of Corefile ``text``; warnings are logged. ``path`` names it in messages
+    and anchors relative imports; ``env`` replaces ``os.environ`` for ``{$NAME}``."""
+    parsed = parse_with_warnings(text, path=path, lenient=lenient, env=env)
+    _log_warnings(parsed.warnings)
+    return parsed.config
+
+
+def load(path: str | Path, lenient: bool = False,
+         env: Mapping[str, str] | None = None) -> Config:
+    """The Config of the Corefile at ``path`` (``config.corefile`` is set); warnings logged."""
+    parsed = load_with_warnings(path, lenient=lenient, env=env)
+    _log_warnings(parsed.warnings)
+    return parsed.config
+
+
+def parse_with_warnings(text: str, *, path: str = "Corefile", lenient: bool = False,
+                        env: Mapping[str, str] | None = None) -> Parsed:
+    warnings: list[CorefileWarning] = []
+    environment = os.environ if env is None else env
+    reader = _Reader(_tokenize(text, path, environment, warnings), environment, warnings)
+    blocks = _read_blocks(reader)
+    config = _Builder(path, lenient=lenient, warnings=warnings).build(blocks)
+    return Parsed(config, tuple(warnings))
+
+
+def load_with_warnings(path: str | Path, *, lenient: bool = False,
+                       env: Mapping[str, str] | None = None) -> Parsed:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{path}: cannot read the Corefile: {reason}") from exc
+    parsed = parse_with_warnings(text, path=str(path), lenient=lenient, env=env)
+    return Parsed(replace(parsed.config, corefile=Path(path)), parsed.warnings)
+
+
+def _log_warnings(warnings: tuple[CorefileWarning, ...]) -> None:
+    for warning in warnings:
+        log.warning("%s", warning)
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+    file: str
+    line: int
+    end_line: int  # differs from line only for a quoted token spanning lines
+    quoted: bool = False
+
+    @property
+    def opens(self) -> bool:
+        return self.text == "{" and not self.quoted
+
+    @property
+    def closes(self) -> bool:
+        return self.text == "}" and not self.quoted
+
+    @property
+    def is_brace(self) -> bool:
+        return self.opens or self.closes
+
+
+_ENV_REFERENCE = re.compile(r"\{\$([^{}$]+)\}|\{%([^{}%]+)%\}")
+
+
+def _tokenize(text: str, file: str, env: Mapping[str, str],
+              warnings: list[CorefileWarning]) -> list[Token]:
+    """Split ``text`` into tokens with their lines (CoreDNS's lexer: a ``#`` outside quotes
+    starts a comment even inside a word)."""
+    text = text.removeprefix("\ufeff")
+    tokens: list[Token] = []
+    position, line, end = 0, 1, len(text)
+    while position < end:
+        char = text[position]
+        if char == "\n":
+            line += 1
+            position += 1
+        elif char.isspace():
+            position += 1
+        elif char == "#":
+            newline = text.find("\n", position)
+            position = end if newline < 0 else newline
+        elif char == '"':
+            start_line, chars = line, []
+            position += 1
+            while True:
+                if position >= end:
+                    raise CorefileSyntaxError(file, start_line, "a quoted string is never closed")
+                char = text[position]
+                if char == "\\" and text.startswith('"', position + 1):
+                    chars.append('"')
+                    position += 2
+                    continue
+                position += 1
+                if char == '"':
+                    break
+                if char == "\n":
+                    line += 1
+                chars.append(char)
+            value = _expand_env("".join(chars), env, file, start_line, warnings)
+            tokens.append(Token(value, file, start_line, line, quoted=True))
+        else:
+            start = position
+            while position < end and not text[position].isspace() and text[position] != "#":
+                position += 1
+            value = _expand_env(text[start:position], env, file, line, warnings)
+            if value:  # an unquoted variable that is empty is no argument at all
+                tokens.append(Token(value, file, line, line))
+    return tokens
+
+
+def _expand_env(text: str, env: Mapping[str, str], file: str, line: int,
+                warnings: list[CorefileWarning]) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in env:
+            warnings.append(CorefileWarning(
+                file, line, f"environment variable {name} is not set; using ''"))
+        return env.get(name, "")
+
+    return _ENV_REFERENCE.sub(value, text)
+
+
+class _Reader:
+    """A cursor over the tokens that pastes snippets and files in place of ``import``."""
+
+    def __init__(self, tokens: list[Token], env: Mapping[str, str],
+                 warnings: list[CorefileWarning]) -> None:
+        self.tokens = tokens
+        self.position = 0
+        self.snippets: dict[str, list[Token]] = {}
+        self.imports = 0
+        self._env = env
+        self._warnings = warnings
+
+    def peek(self) -> Token | None:
+        return self.tokens[self.position] if self.position < len(self.tokens) else None
+
+    def take(self) -> Token:
+        token = self.tokens[self.position]
+        self.position += 1
+        return token
+
+    @staticmethod
+    def same_line(before: Token, after: Token) -> bool:
+        return before.file == after.file and before.end_line == after.line
+
+    def expand_imports(self) -> None:
+        """Where a server block or a directive starts, replace ``import X`` by what X names."""
+        while (token := self.peek()) is not None and token.text == "import" and not token.quoted:
+            self._import()
+
+    def define_snippet(self, name: Token, opening: Token) -> None:
+        """Keep the tokens up to the ``}`` that matches ``opening`` (already taken)."""
+        if name.text in self.snippets:
+            raise Conflict.at(name, f"snippet ({name.text}) is defined twice")
+        depth = 1
+        body: list[Token] = []
+        while (token := self.peek()) is not None:
+            self.take()
+            depth += token.opens - token.closes
+            if depth == 0:
+                self.snippets[name.text] = body
+                return
+            body.append(token)
+        raise CorefileSyntaxError.at(opening, "'{' is never closed")
+
+    def _import(self) -> None:
+        keyword = self.take()
+        target = self.peek()
+        if target is None or not self.same_line(keyword, target) or target.is_brace:
+            raise BadValue.at(keyword, "import: expected a snippet name or a file pattern")
+        self.take()
+        extra = self.peek()
+        if extra is not None and self.same_line(target, extra) and not extra.closes:
+            raise BadValue.at(extra, "import: takes one argument")
+        self.imports += 1
+        if self.imports > MAX_IMPORTS:
+            raise CorefileSyntaxError.at(
+                keyword, f"import: more than {MAX_IMPORTS} imports (does a snippet import itself?)")
+        pasted = self.snippets.get(target.text)
+        if pasted is None:
+            pasted = self._import_files(target)
+        self.position -= 2
+        self.tokens[self.position:self.position + 2] = pasted
+
+    def _import_files(self, target: Token) -> list[Token]:
+        pattern = target.text
+        base = Path(target.file).parent
+        full = pattern if os.path.isabs(pattern) else str(base / pattern)
+        if pattern.count("*") > 1 or "?" in pattern or "[" in pattern:
+            raise BadValue.at(target, f"import: {pattern!r} may hold one '*' and no other wildcard")
+        if "*" in pattern:
+            matches = sorted(glob.glob(full))
+            if not matches:
+                self._warnings.append(CorefileWarning(
+                    target.file, target.line, f"import: no file matches {pattern!r}"))
+        elif os.path.isfile(full):
+            matches = [full]
+        else:
+            raise BadValue.at(target, f"import: no snippet or file named {pattern!r}")
+        pasted: list[Token] = []
+        for match in matches:
+            try:
+                text = Path(match).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BadValue.at(target, f"import: cannot read {match}: {exc}") from exc
+            pasted += _tokenize(text, match, self._env, self._warnings)
+        return pasted
+
+
+# -- server blocks and directives ----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """One line: a plugin (or option) name, its arguments, and its block if it has one."""
+
+    name: Token
+    args: tuple[Token, ...]
+    body: tuple[Directive, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBlock:
+    keys: tuple[Token, ...]
+    body: tuple[Directive, ...]
+
+
+def _read_blocks(reader: _Reader) -> list[ServerBlock]:
+    blocks: list[ServerBlock] = []
+    while True:
+        reader.expand_imports()
+        first = reader.peek()
+        if first is None:
+            return blocks
+        if first.is_brace:
+            raise CorefileSyntaxError.at(
+                first, f"unexpected '{first.text}': expected a server block's zones")
+        keys = [reader.take()]
+        while (token := reader.peek()) is not None and not token.is_brace and (
+                reader.same_line(keys[-1], token) or keys[-1].text.endswith(",")):
+            keys.append(reader.take())
+        opening = reader.peek()
+        braced = opening is not None and opening.opens and reader.same_line(keys[-1], opening)
+        name = keys[0].text
+        if len(keys) == 1 and len(name) > 2 and name.startswith("(") and name.endswith(")"):
+            if opening is None or not braced:
+                raise CorefileSyntaxError.at(keys[0], f"snippet {name} needs a '{{' block")
+            reader.take()
+            reader.define_snippet(replace(keys[0], text=name[1:-1]), opening)
+            continue
+        if opening is not None and braced:
+            reader.take()
+            body = _read_body(reader, opening)
+        elif not blocks:  # a lone server block may leave out its braces
+            body = _read_body(reader, None)
+        else:
+            raise CorefileSyntaxError.at(keys[-1], "expected '{' after the server block's zones")
+        blocks.append(ServerBlock(tuple(keys), body))
+
+
+def _read_body(reader: _Reader, opening: Token | None) -> tuple[Directive, ...]:
+    """Directives up to the ``}`` matching ``opening`` (already taken), or to the end."""
+    items: list[Directive] = []
+    while True:
+        reader.expand_imports()
+        token = reader.peek()
+        if token is None:
+            if opening is not None:
+                raise CorefileSyntaxError.at(opening, "'{' is never closed")
+            return tuple(items)
+        if token.closes:
+            if opening is None:
+                raise CorefileSyntaxError.at(token, "'}' closes nothing")
+            reader.take()
+            return tuple(items)
+        if token.opens:
+            raise CorefileSyntaxError.at(
+                token, "unexpected '{': a block opens at the end of its directive's line")
+        name = last = reader.take()
+        args: list[Token] = []
+        while (token := reader.peek()) is not None and reader.same_line(last, token) \
+                and not token.is_brace:
+            last = reader.take()
+            args.append(last)
+        body = None
+        if (token := reader.peek()) is not None and token.opens and reader.same_line(last, token):
+            reader.take()
+            body = _read_body(reader, token)
+        items.append(Directive(name, tuple(args), body))
+
+
+# -- from blocks to a Config ---------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Block:
+    """A server block while its directives are applied."""
+
+    first: Token
+    zones: tuple[str, ...]
+    port: int
+    main: bool
+    seen: dict[str, Token] = field(default_factory=dict)
+    forwards: list[tuple[tuple[str, ...], ForwardConfig, Token]] = field(default_factory=list)
+    cache: CacheConfig | None = None
+    binds: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The Config's Corefile-set fields while they are being filled in."""
+
+    zones: tuple[str, ...] = ()
+    reverse_zones: tuple[str, ...] = ()
+    ttl: int = 5
+    pods: PodsMode = PodsMode.DISABLED  # CoreDNS's default; kubeadm says "pods insecure"
+    kubeconfig: Path | None = None
+    context: str | None = None
+    kube_endpoint: str | None = None
+    kube_tls: KubeTLS | None = None
+    namespaces: tuple[str, ...] = ()
+    endpoint_pod_names: bool = False
+    fallthrough: bool = False
+    fallthrough_zones: tuple[str, ...] = ()
+    startup_timeout: float = 5.0
+    autopath: Token | None = None
+    forward: ForwardConfig | None = None
+    stubs: dict[str, tuple[StubDomain, Token]] = field(default_factory=dict)
+    health: HealthConfig | None = None
+    ready_address: str | None = None
+    prometheus_address: str | None = None
+    reload: ReloadConfig | None = None
+    log: LogConfig | None = None
+    errors: bool = False
+    loop_detect: bool = False
+    loadbalance: bool = False
+    set_at: dict[str, Token] = field(default_factory=dict)  # process-wide plugin → its line
+
+
+_Handler = Callable[["_Builder", Directive, _Block], None]
+_SECURE_SCHEMES = ("tls://", "https://", "grpc://", "quic://", "h3://")
+
+
+class _Builder:
+    """Applies each directive of each server block to a :class:`_Draft`, then builds."""
+
+    def __init__(self, path: str, *, lenient: bool, warnings: list[CorefileWarning]) -> None:
+        self.path = path
+        self.lenient = lenient
+        self.warnings = warnings
+        self.draft = _Draft()
+
+    # -- reporting
+
+    def warn(self, token: Token, message: str) -> None:
+        self.warnings.append(CorefileWarning(token.file, token.line, message))
+
+    def soft(self, error: CorefileError) -> None:
+        """Raise ``error``, or keep it as a warning in lenient mode (the part is left out)."""
+        if not self.lenient:
+            raise error
+        self.warnings.append(CorefileWarning(error.path, error.line, f"{error.detail}; ignored"))
+
+    # -- blocks
+
+    def build(self, blocks: list[ServerBlock]) -> Config:
+        if not blocks:
+            raise BadValue(self.path, 1,
+                           "no server block (e.g. '.:53 { kubernetes cluster.local }')")
+        mains = [b for b in blocks if any(d.name.text == "kubernetes" for d in b.body)]
+        if not mains:
+            raise Unsupported.at(blocks[0].keys[0],
+                                 "no server block uses the kubernetes plugin")
+        if len(mains) > 1:
+            first = next(d.name for d in mains[0].body if d.name.text == "kubernetes")
+            again = next(d.name for d in mains[1].body if d.name.text == "kubernetes")
+            raise Conflict.at(again, "kubernetes is used in a second server block "
+                              f"(first at {first.file}:{first.line}); one cluster is served")
+        served: dict[tuple[str, int], Token] = {}
+        main = self.block(mains[0], main=True, served=served)
+        other_blocks = [b for b in blocks if b is not mains[0]]
+        others = [self.block(b, main=False, served=served) for b in other_blocks]
+        self.apply(mains[0], main)
+        for server_block, block in zip(other_blocks, others, strict=True):
+            if block.port != main.port:
+                raise Unsupported.at(block.first, f"port {block.port} differs from the kubernetes "
+                                     f"block's port {main.port}; one port is served")
+            self.apply(server_block, block)
+        self.assemble(main, others)
+        return self.config(main)
+
+    def block(self, server_block: ServerBlock, *, main: bool,
+              served: dict[tuple[str, int], Token]) -> _Block:
+        """The zones and port of a block's keys (``[dns://]ZONE[:PORT]``, comma or space)."""
+        zones: list[str] = []
+        ports: set[int] = set()
+        for token in server_block.keys:
+            for key in filter(None, token.text.split(",")):
+                key_zones, port = self.key(token, key)
+                for zone in key_zones:
+                    if (zone, port) in served:
+                        where = served[zone, port]
+                        raise Conflict.at(token, f"duplicate zone {zone!r} on port {port} "
+                                          f"(also at {where.file}:{where.line})")
+                    served[zone, port] = token
+                    zones.append(zone)
+                ports.add(port)
+        if len(ports) != 1:
+            raise Unsupported.at(server_block.keys[0],
+                                 f"one server block on ports {sorted(ports)}; one port is served")
+        return _Block(server_block.keys[0], tuple(zones), ports.pop(), main)
+
+    def key(self, token: Token, key: str) -> tuple[list[str], int]:
+        lowered = key.lower()
+        if lowered.startswith(_SECURE_SCHEMES):
+            raise Unsupported.at(token, f"server block {key!r}: only plain DNS (dns://) is served")
+        key = key.removeprefix("dns://").removeprefix("DNS://")
+        head, sep, tail = key.rpartition(":")
+        port = DEFAULT_PORT
+        if sep and tail.isdigit() and not head.endswith(":"):
+            port = int(tail)
+            if port > 65535:
+                raise BadValue.at(token, f"server block {key!r}: port {port} is out of range")
+            key = head
+        return self.zones(token, key or ROOT_ZONE, "server block"), port
+
+    def apply(self, server_block: ServerBlock, block: _Block) -> None:
+        for directive in server_block.body:
+            name = directive.name.text
+            handler = PLUGINS.get(name)
+            if handler is None:
+                self.soft(UnknownPlugin.at(directive.name, f"unknown plugin {name!r}"))
+                continue
+            if name in MAIN_ONLY and not block.main:
+                self.soft(Unsupported.at(directive.name,
+                                         f"{name} works only in the kubernetes server block"))
+                continue
+            if name not in REPEATABLE:
+                if name in block.seen:
+                    first = block.seen[name]
+                    raise Conflict.at(directive.name, f"{name} is used twice in one server block "
+                                      f"(first at {first.file}:{first.line})")
+                block.seen[name] = directive.name
+            handler(self, directive, block)
+
+    def assemble(self, main: _Block, others: list[_Block]) -> None:
+        """Forward lines become the upstream (``.``) or stub domains; binds must agree."""
+        for zones, forward, token in main.forwards:
+            for zone in zones:
+                if zone != ROOT_ZONE:
+                    self.stub(zone, forward, main.cache, token)
+                elif self.draft.forward is not None:
+                    raise Conflict.at(token, "forward: '.' is forwarded twice")
+                else:
+                    self.draft.forward = forward
+        for block in others:
+            if not block.forwards:
+                self.soft(Unsupported.at(block.first, f"server block {block.first.text!r} has no "
+                                         "forward; besides the kubernetes block only forwarding "
+                                         "blocks are served"))
+            for zones, forward, token in block.forwards:
+                for zone in block.zones if zones == (ROOT_ZONE,) else zones:
+                    self.stub(zone, forward, block.cache, token)
+                    self.outside_cluster(zone, token)
+            if block.binds and sorted(block.binds) != sorted(main.binds):
+                raise Conflict.at(block.first, "bind: every server block must listen where the "
+                                  "kubernetes block does")
+        if self.draft.autopath is not None and self.draft.pods is not PodsMode.VERIFIED:
+            self.warn(self.draft.autopath, "autopath needs 'pods verified' in kubernetes to know "
+                      "a client's namespace; without it no search path is expanded")
+
+    def outside_cluster(self, zone: str, token: Token) -> None:
+        """A block for a cluster zone (or below) would take those names from kubernetes."""
+        for cluster in self.draft.zones + self.draft.reverse_zones:
+            if zone != ROOT_ZONE and name_in_zone(zone, cluster):
+                raise Unsupported.at(token, f"forward: a server block for {zone!r} would take "
+                                     f"names of the kubernetes zone {cluster!r}; forward them "
+                                     "from the kubernetes block instead")
+
+    def stub(self, zone: str, forward: ForwardConfig, cache: CacheConfig | None,
+             token: Token) -> None:
+        if zone in self.draft.stubs:
+            first = self.draft.stubs[zone][1]
+            raise Conflict.at(token, f"forward: zone {zone!r} is forwarded twice "
+                              f"(first at {first.file}:{first.line})")
+        self.draft.stubs[zone] = (StubDomain(zone, forward, cache), token)
+
+    def config(self, main: _Block) -> Config:
+        draft = self.draft
+        hosts = main.binds or ["0.0.0.0"]
+        return Config(
+            listen=tuple((host, main.port) for host in hosts),
+            zones=draft.zones,
+            ttl=draft.ttl,
+            pods=draft.pods,
+            kubeconfig=draft.kubeconfig,
+            context=draft.context,
+            reverse_zones=draft.reverse_zones,
+            fallthrough=draft.fallthrough,
+            fallthrough_zones=draft.fallthrough_zones,
+            namespaces=draft.namespaces,
+            endpoint_pod_names=draft.endpoint_pod_names,
+            kube_endpoint=draft.kube_endpoint,
+            kube_tls=draft.kube_tls,
+            startup_timeout=draft.startup_timeout,
+            autopath=draft.autopath is not None,
+            server_zones=main.zones,
+            forward=draft.forward,
+            stub_domains=tuple(stub for stub, _ in draft.stubs.values()),
+            cache=main.cache,
+            health=draft.health,
+            ready_address=draft.ready_address,
+            prometheus_address=draft.prometheus_address,
+            log=draft.log,
+            errors=draft.errors,
+            loop_detect=draft.loop_detect,
+            reload=draft.reload,
+            loadbalance=draft.loadbalance,
+        )
+
+    def process_wide(self, name: str, value: object, token: Token) -> None:
+        """Set a plugin that has one instance per process (health, ready …) once, or again
+        with the same value from another block."""
+        current = getattr(self.draft, name)
+        if current is not None and current != value:
+            first = self.draft.set_at[name]
+            raise Conflict.at(token, f"{token.text} differs from the one at "
+                              f"{first.file}:{first.line}; a process has one")
+        setattr(self.draft, name, value)
+        self.draft.set_at.setdefault(name, token)
+
+    # -- values
+
+    def zones(self, token: Token, text: str, what: str) -> list[str]:
+        """A zone, or a CIDR as the reverse zones it spans (``10.0.0.0/17`` → 128 zones)."""
+        if "/" in text:
+            return _reverse_zones(token, text, what)
+        try:
+            return [normalize_zone(text)]
+        except ConfigError as exc:
+            raise BadValue.at(token, f"{what}: {exc}") from None
+
+    def zone_list(self, tokens: tuple[Token, ...], what: str) -> tuple[str, ...]:
+        zones: list[str] = []
+        for token in tokens:
+            for zone in self.zones(token, token.text, what):
+                if zone in zones:
+                    raise Conflict.at(token, f"{what}: duplicate zone {zone!r}")
+                zones.append(zone)
+        return tuple(zones)
+
+    def options(self, directive: Directive, plugin: str,
+                handlers: Mapping[str, Callable[[Directive], None]],
+                *, unsupported: tuple[str, ...] = (), ignored: tuple[str, ...] = ()) -> None:
+        """Run the handler of each option in ``directive``'s block."""
+        for option in directive.body or ():
+            name = option.name.text
+            if option.body is not None:
+                raise BadValue.at(option.name, f"{plugin} {name}: takes no block")
+            if name in handlers:
+                handlers[name](option)
+            elif name in unsupported:
+                self.soft(Unsupported.at(option.name, f"{plugin}: option {name!r} is not "
+                                         "supported"))
+            elif name in ignored:
+                self.warn(option.name, f"{plugin}: option {name!r} has no effect here; ignored")
+            else:
+                self.soft(UnknownOption.at(option.name, f"{plugin}: unknown option {name!r}"))
+
+    # -- plugins
+
+    def kubernetes(self, directive: Directive, block: _Block) -> None:
+        """``kubernetes [ZONES...] { … }``: the cluster zones (the block's by default)."""
+        zones = self.zone_list(directive.args, "kubernetes") or block.zones
+        cluster = tuple(z for z in zones if not _is_reverse(z))
+        if ROOT_ZONE in cluster:
+            raise BadValue.at(directive.name, "kubernetes: the root zone cannot be the cluster "
+                              "zone; name it, e.g. 'kubernetes cluster.local in-addr.arpa "
+                              "ip6.arpa'")
+        if not cluster:
+            raise BadValue.at(directive.name, "kubernetes: needs a zone that is not a reverse zone")
+        draft = self.draft
+        draft.zones = cluster
+        draft.reverse_zones = tuple(z for z in zones if _is_reverse(z))
+        what = "kubernetes"
+
+        def endpoint(option: Directive) -> None:
+            urls = _arity(option, f"{what} endpoint", 1, None)
+            parts = urlsplit(urls[0].text)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise BadValue.at(urls[0], f"{what} endpoint: {urls[0].text!r} is not an "
+                                  "http(s) URL")
+            if len(urls) > 1:
+                self.warn(urls[1], f"{what} endpoint: only the first URL is used")
+            draft.kube_endpoint = urls[0].text
+
+        def tls(option: Directive) -> None:
+            cert, key, ca = _arity(option, f"{what} tls", 3, 3)
+            draft.kube_tls = KubeTLS(Path(cert.text), Path(key.text), Path(ca.text))
+
+        def kubeconfig(option: Directive) -> None:
+            args = _arity(option, f"{what} kubeconfig", 1, 2)
+            draft.kubeconfig = Path(args[0].text)
+            draft.context = args[1].text if len(args) > 1 else None
+
+        def namespaces(option: Directive) -> None:
+            names = _arity(option, f"{what} namespaces", 1, None)
+            for token in names:
+                if not _NAMESPACE.match(token.text):
+                    raise BadValue.at(token, f"{what} namespaces: {token.text!r} is not a "
+                                      "namespace name")
+            draft.namespaces = tuple(dict.fromkeys(t.text for t in names))
+
+        def pods(option: Directive) -> None:
+            (mode,) = _arity(option, f"{what} pods", 1, 1)
+            try:
+                draft.pods = PodsMode(mode.text)
+            except ValueError:
+                raise BadValue.at(mode, f"{what} pods: {mode.text!r} is not one of disabled, "
+                                  "insecure, verified") from None
+
+        def endpoint_pod_names(option: Directive) -> None:
+            _arity(option, f"{what} endpoint_pod_names", 0, 0)
+            draft.endpoint_pod_names = True
+
+        def ttl(option: Directive) -> None:
+            (value,) = _arity(option, f"{what} ttl", 1, 1)
+            draft.ttl = _integer(value, f"{what} ttl", 0, 3600)
+
+        def fallthrough(option: Directive) -> None:
+            draft.fallthrough = True
+            draft.fallthrough_zones = self.zone_list(option.args, f"{what} fallthrough")
+
+        def startup_timeout(option: Directive) -> None:
+            (value,) = _arity(option, f"{what} startup_timeout", 1, 1)
+            draft.startup_timeout = _duration(value, f"{what} startup_timeout")
+
+        self.options(directive, what, {
+            "endpoint": endpoint, "tls": tls, "kubeconfig": kubeconfig,
+            "namespaces": namespaces, "pods": pods, "endpoint_pod_names": endpoint_pod_names,
+            "ttl": ttl, "fallthrough": fallthrough, "startup_timeout": startup_timeout,
+        }, unsupported=("labels", "namespace_labels", "noendpoints", "ignore", "transfer",
+                        "multicluster", "zonal"),
+           ignored=("resyncperiod", "upstream", "apiserver_qps", "apiserver_burst",
+                    "apiserver_max_inflight"))
+
+    def autopath(self, directive: Directive, block: _Block) -> None:
+        """``autopath [ZONES...] @kubernetes``: the search path from the client pod."""
+        args = _arity(directive, "autopath", 1, None)
+        source = args[-1]
+        self.zone_list(args[:-1], "autopath")
+        if source.text != "@kubernetes":
+            kind = "plugin" if source.text.startswith("@") else "resolv.conf"
+            raise Unsupported.at(source, f"autopath: only '@kubernetes' is supported, not the "
+                                 f"{kind} {source.text!r}")
+        self.options(directive, "autopath", {})
+        self.draft.autopath = directive.name
+
+    def forward(self, directive: Directive, block: _Block) -> None:
+        """``forward FROM TO... { … }``: FROM ``.`` is the upstream; another zone a stub."""
+        args = _arity(directive, "forward", 2, None)
+        zones = self.zone_list(args[:1], "forward")
+        targets = args[1:]
+        if len(targets) > MAX_UPSTREAMS:
+            raise BadValue.at(targets[MAX_UPSTREAMS], f"forward: at most {MAX_UPSTREAMS} "
+                              "upstreams")
+        settings: dict[str, object] = {"to": tuple(_upstream(t) for t in targets)}
+        what = "forward"
+
+        def flag(name: str) -> Callable[[Directive], None]:
+            def handler(option: Directive) -> None:
+                _arity(option, f"{what} {option.name.text}", 0, 0)
+                settings[name] = True
+            return handler
+
+        def except_(option: Directive) -> None:
+            names = _arity(option, f"{what} except", 1, None)
+            settings["except_zones"] = self.zone_list(names, f"{what} except")
+
+        def expire(option: Directive) -> None:
+            (value,) = _arity(option, f"{what} expire", 1, 1)
+            settings["expire"] = _duration(value, f"{what} expire")
+
+        def max_fails(option: Directive) -> None:
+            (value,) = _arity(option, f"{what} max_fails", 1, 1)
+            settings["max_fails"] = _integer(value, f"{what} max_fails", 0, None)
+
+        def max_concurrent(option: Directive) -> None:
+            (value,) = _arity(option, f"{what} max_concurrent", 1, 1)
+            settings["max_concurrent"] = _integer(value, f"{what} max_concurrent", 0, None) or None
+
+        def policy(option: Directive) -> None:
+            (value,) = _arity(option, f"{what} policy", 1, 1)
+            try:
+                settings["policy"] = ForwardPolicy(value.text)
+            except ValueError:
+                raise BadValue.at(value, f"{what} policy: {value.text!r} is not one of random, "
+                                  "round_robin, sequential") from None
+
+        def health_check(option: Directive) -> None:
+            args = list(_arity(option, f"{what} health_check", 1, 4))
+            settings["health_check"] = _duration(args.pop(0), f"{what} health_check")
+            while args:
+                word = args.pop(0)
+                if word.text == "no_rec":
+                    settings["health_check_recursion"] = False
+                elif word.text == "domain" and args:
+                    settings["health_check_domain"] = self.zones(
+                        word, args.pop(0).text, f"{what} health_check domain")[0]
+                else:
+                    raise BadValue.at(word, f"{what} health_check: expected 'no_rec' or "
+                                      f"'domain FQDN', not {word.text!r}")
+
+        def rcodes(name: str) -> Callable[[Directive], None]:
+            def handler(option: Directive) -> None:
+                values = _arity(option, f"{what} {option.name.text}", 1, None)
+                for token in values:
+                    if token.text.upper() not in RCODE_NAMES or (
+                            name == "failover_rcodes" and token.text.upper() == "NOERROR"):
+                        raise BadValue.at(token, f"{what} {option.name.text}: {token.text!r} is "
+                                          "not an rcode it can take")
+                settings[name] = tuple(t.text.upper() for t in values)
+            return handler
+
+        def counter(option: Directive) -> None:
+            (value,) = _arity(option, f"{what} {option.name.text}", 1, 1)
+            _integer(value, f"{what} {option.name.text}", 0, None)
+            self.warn(option.name, f"{what}: option {option.name.text!r} has no effect here; "
+                      "ignored")
+
+        self.options(directive, what, {
+            "except": except_, "force_tcp": flag("force_tcp"), "prefer_udp": flag("prefer_udp"),
+            "expire": expire, "max_fails": max_fails, "max_concurrent": max_concurrent,
+            "policy": policy, "health_check": health_check, "next": rcodes("next_rcodes"),
+            "failover": rcodes("failover_rcodes"),
+            "failfast_all_unhealthy_upstreams": flag("failfast_all_unhealthy"),
+            "max_idle_conns": counter, "max_connect_attempts": counter,
+        }, unsupported=("tls", "tls_servername", "doh_method", "resolver", "next_on_nodata"))
+        forward = ForwardConfig(**settings)  # type: ignore[arg-type]
+        block.forwards.append((zones, forward, directive.name))
+
+    def cache(self, directive: Directive, block: _Block) -> None:
+        """``cache [TTL] [ZONES...] { … }``: TTL caps both halves; zones default to the block's."""
+        args = directive.args
+        success, denial = CacheConfig().success, CacheConfig().denial
+        what = "cache"
+        if args and args[0].text.lstrip("-").isdigit():
+            cap = _integer(args[0], f"{what} TTL", 1, None)
+            success, denial = replace(success, max_ttl=cap), replace(denial, max_ttl=cap)
+            args = args[1:]
+        settings: dict[str, object] = {"zones": self.zone_list(args, what) or block.zones}
+
+        def limits(name: str, current: CacheLimits) -> Callable[[Directive], None]:
+            def handler(option: Directive) -> None:
+                values = _arity(option, f"{what} {name}", 1, 3)
+                capacity = _integer(values[0], f"{what} {name} capacity", 1, None)
+                max_ttl = (_integer(values[1], f"{what} {name} TTL", 1, None) if len(values) > 1
+                           else current.max_ttl)
+                min_ttl = (_integer(values[2], f"{what} {name} MINTTL", 0, None)
+                           if len(values) > 2 else current.min_ttl)
+                settings[name] = CacheLimits(capacity, max_ttl, min_ttl)
+            return handler
+
+        def prefetch(option: Directive) -> None:
+            values = _arity(option, f"{what} prefetch", 1, 3)
+            _integer(values[0], f"{what} prefetch amount", 1, None)
+            if len(values) > 1:
+                _duration(values[1], f"{what} prefetch")
+            if len(values) > 2:
+                text = values[2].text
+                if not (text.endswith("%") and text[:-1].isdigit() and 10 <= int(text[:-1]) <= 90):
+                    raise BadValue.at(values[2], f"{what} prefetch: {text!r} is not a percentage "
+                                      "from 10% to 90%")
+            self.warn(option.name, f"{what}: prefetch is not implemented; ignored")
+
+        def serve_stale(option: Directive) -> None:
+            values = _arity(option, f"{what} serve_stale", 0, 2)
+            settings["serve_stale"] = (_duration(values[0], f"{what} serve_stale") if values
+                                       else 3600.0)
+            if len(values) > 1:
+                mode = values[1].text.lower()
+                if mode not in ("immediate", "verify", "after", "before"):
+                    raise BadValue.at(values[1], f"{what} serve_stale: {values[1].text!r} is not "
+                                      "immediate or verify")
+                settings["serve_stale_verify"] = mode in ("verify", "before")
+
+        def servfail(option: Directive) -> None:
+            (value,) = _arity(option, f"{what} servfail", 1, 1)
+            seconds = _duration(value, f"{what} servfail")
+            if seconds > 300:
+                raise BadValue.at(value, f"{what} servfail: at most 5m")
+            settings["servfail_ttl"] = seconds
+
+        def disable(option: Directive) -> None:
+            values = _arity(option, f"{what} disable", 1, None)
+            kind = values[0].text
+            if kind not in ("success", "denial"):
+                raise BadValue.at(values[0], f"{what} disable: expected success or denial, not "
+                                  f"{kind!r}")
+            zones = self.zone_list(values[1:], f"{what} disable") or block.zones
+            key = f"disable_{kind}"
+            previous = settings.get(key, ())
+            assert isinstance(previous, tuple)
+            settings[key] = tuple(dict.fromkeys(previous + zones))
+
+        def keepttl(option: Directive) -> None:
+            _arity(option, f"{what} keepttl", 0, 0)
+            settings["keep_ttl"] = True
+
+        self.options(directive, what, {
+            "success": limits("success", success), "denial": limits("denial", denial),
+            "prefetch": prefetch, "serve_stale": serve_stale, "servfail": servfail,
+            "disable": disable, "keepttl": keepttl,
+        }, ignored=("serve_stale_policy",))
+        settings.setdefault("success", success)
+        settings.setdefault("denial", denial)
+        block.cache = CacheConfig(**settings)  # type: ignore[arg-type]
+
+    def health(self, directive: Directive, block: _Block) -> None:
+        """``health [ADDRESS] { lameduck DURATION }``."""
+        args = _arity(directive, "health", 0, 1)
+        address = _http_address(args[0], "health") if args else HealthConfig().address
+        lameduck = 0.0
+
+        def set_lameduck(option: Directive) -> None:
+            nonlocal lameduck
+            (value,) = _arity(option, "health lameduck", 1, 1)
+            lameduck = _duration(value, "health lameduck")
+
+        self.options(directive, "health", {"lameduck": set_lameduck})
+        self.process_wide("health", HealthConfig(address, lameduck), directive.name)
+
+    def ready(self, directive: Directive, block: _Block) -> None:
+        """``ready [ADDRESS]``: ``/ready`` once the cluster is synced."""
+        args = _arity(directive, "ready", 0, 1)
+
+        def monitor(option: Directive) -> None:
+            (mode,) = _arity(option, "ready monitor", 1, 1)
+            if mode.text not in ("until-ready", "continuously"):
+                raise BadValue.at(mode, f"ready monitor: {mode.text!r} is not until-ready or "
+                                  "continuously")
+            if mode.text == "continuously":
+                self.warn(mode, "ready monitor continuously: not implemented; until-ready is used")
+
+        self.options(directive, "ready", {"monitor": monitor})
+        address = _http_address(args[0], "ready") if args else ":8181"
+        self.process_wide("ready_address", address, directive.name)
+
+    def prometheus(self, directive: Directive, block: _Block) -> None:
+        """``prometheus [ADDRESS]``: CoreDNS's default is localhost:9153."""
+        args = _arity(directive, "prometheus", 0, 1)
+        self.options(directive, "prometheus", {})
+        address = _http_address(args[0], "prometheus") if args else "localhost:9153"
+        self.process_wide("prometheus_address", address, directive.name)
+
+    def errors(self, directive: Directive, block: _Block) -> None:
+        """``errors { consolidate DURATION REGEXP [LEVEL] }``: consolidate is accepted only."""
+        _arity(directive, "errors", 0, 0)
+
+        def consolidate(option: Directive) -> None:
+            values = _arity(option, "errors consolidate", 2, 3)
+            _duration(values[0], "errors consolidate")
+            self.warn(option.name, "errors: consolidate is not implemented; every error is logged")
+
+        self.options(directive, "errors", {"consolidate": consolidate}, ignored=("stacktrace",))
+        self.draft.errors = True
+
+    def loop(self, directive: Directive, block: _Block) -> None:
+        _arity(directive, "loop", 0, 0)
+        self.options(directive, "loop", {})
+        self.draft.loop_detect = True
+
+    def reload(self, directive: Directive, block: _Block) -> None:
+        """``reload [INTERVAL [JITTER]]``: 30s and 15s; at least 2s and 1s; jitter ≤ half."""
+        args = _arity(directive, "reload", 0, 2)
+        self.options(directive, "reload", {})
+        interval = _duration(args[0], "reload interval") if args else 30.0
+        jitter = _duration(args[1], "reload jitter") if len(args) > 1 else 15.0
+        if interval < 2:
+            raise BadValue.at(args[0], "reload: the interval must be at least 2s")
+        if jitter < 1:
+            raise BadValue.at(args[1], "reload: the jitter must be at least 1s")
+        if jitter > interval / 2:
+            self.warn(directive.name, f"reload: jitter {jitter:g}s is over half the interval; "
+                      f"using {interval / 2:g}s")
+            jitter = interval / 2
+        self.process_wide("reload", ReloadConfig(interval, jitter), directive.name)
+
+    def loadbalance(self, directive: Directive, block: _Block) -> None:
+        """``loadbalance [round_robin]``: shuffle A/AAAA/MX, CNAMEs first."""
+        args = directive.args
+        if args and args[0].text == "weighted":
+            self.soft(Unsupported.at(args[0], "loadbalance: weighted is not supported"))
+            return
+        _arity(directive, "loadbalance", 0, 1)
+        if args and args[0].text != "round_robin":
+            raise BadValue.at(args[0], f"loadbalance: {args[0].text!r} is not round_robin")
+        self.options(directive, "loadbalance", {})
+        self.draft.loadbalance = True
+
+    def log(self, directive: Directive, block: _Block) -> None:
+        """``log [NAMES...] [FORMAT] { class CLASSES... }``; blocks' log zones add up."""
+        args = list(directive.args)
+        log_format = COMMON_LOG_FORMAT
+        if args and "{" in args[-1].text:
+            last = args.pop().text
+            log_format = {"{common}": COMMON_LOG_FORMAT,
+                          "{combined}": COMBINED_LOG_FORMAT}.get(last, last)
+        zones = self.zone_list(tuple(args), "log") or block.zones
+        classes: tuple[str, ...] = ("all",)
+
+        def set_classes(option: Directive) -> None:
+            nonlocal classes
+            values = _arity(option, "log class", 1, None)
+            for token in values:
+                if token.text not in LOG_CLASSES:
+                    raise BadValue.at(token, f"log class: {token.text!r} is not one of "
+                                      f"{', '.join(LOG_CLASSES)}")
+            names = tuple(dict.fromkeys(t.text for t in values))
+            classes = ("all",) if "all" in names else names
+
+        self.options(directive, "log", {"class": set_classes})
+        current = self.draft.log
+        if current is not None:
+            if (current.format, current.classes) != (log_format, classes):
+                raise Conflict.at(directive.name, "log: every server block must log the same "
+                                  "format and classes")
+            zones = tuple(dict.fromkeys(current.zones + zones))
+        if ROOT_ZONE in zones:
+            zones = (ROOT_ZONE,)
+        self.draft.log = LogConfig(zones, log_format, classes)
+
+    def bind(self, directive: Directive, block: _Block) -> None:
+        """``bind ADDRESS...``: listen on these IP addresses instead of 0.0.0.0."""
+        addresses = _arity(directive, "bind", 1, None)
+        for token in addresses:
+            try:
+                host = str(ipaddress.ip_address(token.text))
+            except ValueError:
+                raise BadValue.at(token, f"bind: {token.text!r} is not an IP address (interface "
+                                  "names are not supported)") from None
+            if host not in block.binds:
+                block.binds.append(host)
+        self.options(directive, "bind", {}, unsupported=("except",))
+
+
+PLUGINS: dict[str, _Handler] = {
+    "kubernetes": _Builder.kubernetes,
+    "autopath": _Builder.autopath,
+    "forward": _Builder.forward,
+    "cache": _Builder.cache,
+    "health": _Builder.health,
+    "ready": _Builder.ready,
+    "prometheus": _Builder.prometheus,
+    "errors": _Builder.errors,
+    "log": _Builder.log,
+    "loop": _Builder.loop,
+    "reload": _Builder.reload,
+    "loadbalance": _Builder.loadbalance,
+    "bind": _Builder.bind,
+}
+MAIN_ONLY = frozenset({"kubernetes", "autopath"})
+REPEATABLE = frozenset({"forward", "bind"})
+
+
+# -- value helpers -------------------------------------------------------------------------
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _arity(directive: Directive, what: str, low: int, high: int | None) -> tuple[Token, ...]:
+    """``directive``'s arguments, if there are ``low`` to ``high`` (None: any) of them."""
+    count = len(directive.args)
+    if low <= count and (high is None or count <= high):
+        return directive.args
+    if high is None:
+        expected = f"at least {low} argument{'s' * (low != 1)}"
+    elif low == high:
+        expected = "no arguments" if low == 0 else f"{low} argument{'s' * (low != 1)}"
+    else:
+        expected = f"{low} to {high} arguments"
+    token = directive.args[high] if high is not None and count > high else directive.name
+    raise BadValue.at(token, f"{what}: expected {expected}, got {count}")
+
+
+def _integer(token: Token, what: str, low: int, high: int | None) -> int:
+    if not token.text.isdigit():
+        raise BadValue.at(token, f"{what}: {token.text!r} is not a whole number")
+    value = int(token.text)
+    if value < low or (high is not None and value > high):
+        limit = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise BadValue.at(token, f"{what}: {value} is out of range ({limit})")
+    return value
+
+
+def _duration(token: Token, what: str) -> float:
+    try:
+        return parse_duration(token.text)
+    except ConfigError as exc:
+        raise BadValue.at(token, f"{what}: {exc}") from None
+
+
+def _http_address(token: Token, what: str) -> str:
+    try:
+        split_host_port(token.text)
+    except ConfigError as exc:
+        raise BadValue.at(token, f"{what}: {exc}") from None
+    return token.text
+
+
+def _upstream(token: Token) -> str:
+    """``IP``, ``IP:PORT``, ``[V6]:PORT``, ``dns://…`` → ``HOST:PORT``; a path stays a path."""
+    text = token.text
+    if text.lower().startswith(_SECURE_SCHEMES):
+        raise Unsupported.at(token, f"forward: {text!r}: only plain DNS upstreams are supported")
+    text = text.removeprefix("dns://")
+    if "/" in text:
+        return text
+    bad = BadValue.at(token, f"forward: {token.text!r} is not an IP address, IP:PORT or file")
+    try:
+        host, port = split_host_port(text, default_port=DEFAULT_PORT)
+        host = str(ipaddress.ip_address(host))
+    except (ConfigError, ValueError):
+        raise bad from None
+    if port == 0:
+        raise bad
+    return format_host_port(host, port)
+
+
+def _is_reverse(zone: str) -> bool:
+    return any(zone == suffix or zone.endswith("." + suffix)
+               for suffix in ("in-addr.arpa", "ip6.arpa"))
+
+
+def _reverse_zones(token: Token, text: str, what: str) -> list[str]:
+    """The reverse zones of a CIDR: whole octets (IPv4) or nibbles (IPv6); a prefix between
+    boundaries is spread over the zones of the next boundary, as CoreDNS does."""
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        raise BadValue.at(token, f"{what}: {text!r} is not a CIDR network") from None
+    step = 8 if network.version == 4 else 4
+    boundary = -(-network.prefixlen // step) * step  # at most 128 zones
+    zones = []
+    for subnet in network.subnets(new_prefix=boundary) if boundary else [network]:
+        labels = subnet.network_address.reverse_pointer.split(".")
+        keep = boundary // step
+        suffix = 2  # in-addr.arpa / ip6.arpa
+        zones.append(".".join(labels[len(labels) - suffix - keep:]))
+    return zones

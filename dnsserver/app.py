@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from dnsserver import kube, manifests
+from dnsserver import kube, manifests, resolvconf
+from dnsserver.autopath import AutoPath
 from dnsserver.config import Config
 from dnsserver.handler import Handler
 from dnsserver.transport import DnsListeners, Limits
@@ -29,7 +30,10 @@ def source_of(config: Config) -> Path | None:
     """Manifests to serve, or None for the Kubernetes API (kubeconfig or in-cluster)."""
     if config.manifests is not None:
         return config.manifests
-    if config.kubeconfig is not None or os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if (
+        config.kubeconfig is not None or config.kube_endpoint is not None
+        or os.environ.get("KUBERNETES_SERVICE_HOST")
+    ):
         return None
     return example_manifests()
 
@@ -41,8 +45,15 @@ class DnsServer:
         self.config = config
         self.kube: kube.KubeSource | None = None
         dns_ips = [host for host, _ in config.listen if host not in ("0.0.0.0", "::")]
-        self.zone = Zone(config.zones, ttl=config.ttl, pods=config.pods, dns_ips=dns_ips)
-        self.handler = Handler(self.zone)
+        self.zone = Zone(config.zones, ttl=config.ttl, pods=config.pods, dns_ips=dns_ips,
+                         reverse=bool(config.reverse_zones))
+        self.autopath: AutoPath | None = None
+        if config.autopath:
+            domains = config.search_domains
+            if domains is None:  # the host's, as kubelet appends them to pods' search lists
+                domains = _host_search_domains(Path("/etc/resolv.conf"))
+            self.autopath = AutoPath(self.zone, domains)
+        self.handler = Handler(self.zone, self.autopath)
         limits = Limits(config.tcp_idle_timeout, config.max_tcp_connections)
         self.listeners = DnsListeners(self.handler.handle, limits)
         self._stopping = asyncio.Event()
@@ -55,6 +66,11 @@ class DnsServer:
             for kind in (model.Namespace, model.Service, model.EndpointSlice, model.Pod):
                 self.zone.reconcile(kind, objects)
         self.zone.synced = True
+
+    @property
+    def watches_pods(self) -> bool:
+        """Pods are listed only when an answer depends on them (they are many)."""
+        return self.config.pods is model.PodsMode.VERIFIED or self.config.autopath
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -70,7 +86,7 @@ class DnsServer:
             )
             self.kube = kube.KubeSource(
                 self.zone, api, asyncio.get_running_loop(),
-                pods=self.config.pods is model.PodsMode.VERIFIED, options=options,
+                pods=self.watches_pods, options=options,
             )
             self.kube.start()
 
@@ -114,3 +130,10 @@ def _format_address(address: tuple[str, int]) -> str:
 
 def load_manifests(path: Path) -> list[model.ClusterObject]:
     return manifests.load(path)
+
+
+def _host_search_domains(path: Path) -> tuple[str, ...]:
+    try:
+        return resolvconf.read(path).search
+    except OSError:
+        return ()

@@ -14,11 +14,11 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from dnsserver import app, kube, manifests
+from dnsserver import app, corefile, kube, manifests
 from dnsserver.config import (
-    DEFAULT_LISTEN,
     Config,
     ConfigError,
+    ConfigOverrides,
     parse_listen,
     parse_ttl,
     parse_zone,
@@ -39,44 +39,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifests", type=Path, metavar="PATH",
-                        help="serve a YAML/JSON file or folder of manifests (no cluster needed)")
-    parser.add_argument("--kubeconfig", type=Path, metavar="PATH",
+    """Flags default to None so that only the ones typed are laid over a Corefile."""
+    source = parser.add_argument_group("what to serve")
+    source.add_argument("--manifests", type=Path, metavar="PATH",
+                        help="a YAML/JSON file or folder of manifests (no cluster needed)")
+    source.add_argument("--kubeconfig", type=Path, metavar="PATH",
                         help="follow the cluster of this kubeconfig")
-    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
-    parser.add_argument("--listen", action="append", metavar="HOST:PORT",
-                        help="UDP and TCP address, repeatable (default 127.0.0.1:5353)")
-    parser.add_argument("--zone", action="append", metavar="ZONE",
-                        help="cluster domain, repeatable (default cluster.local)")
-    parser.add_argument("--ttl", default="5", help="TTL of cluster records (default 5)")
-    parser.add_argument("--pods", default="insecure", choices=[m.value for m in PodsMode],
-                        help="pod records a-b-c-d.<ns>.pod.<zone> (default insecure)")
-    parser.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="SECONDS",
+    source.add_argument("--context", help="kubeconfig context (default: the current one)")
+    source.add_argument("--corefile", "-conf", dest="corefile", type=Path, metavar="PATH",
+                        help="a CoreDNS Corefile (kubeadm's works unchanged); flags win over it")
+    source.add_argument("--lenient", action="store_true",
+                        help="warn about unknown Corefile plugins and options instead of failing")
+    dns = parser.add_argument_group("DNS")
+    dns.add_argument("--listen", action="append", metavar="HOST:PORT",
+                     help="UDP and TCP address, repeatable (default 127.0.0.1:5353)")
+    dns.add_argument("--zone", action="append", metavar="ZONE",
+                     help="cluster domain, repeatable (default cluster.local)")
+    dns.add_argument("--ttl", help="TTL of cluster records (default 5)")
+    dns.add_argument("--pods", choices=[m.value for m in PodsMode],
+                     help="pod records a-b-c-d.<ns>.pod.<zone> (default insecure)")
+    dns.add_argument("--autopath", action="store_true", default=None,
+                     help="walk pods' search paths server-side (watches Pods)")
+    dns.add_argument("--search-domain", action="append", metavar="DOMAIN",
+                     help="host search domain for --autopath, repeatable "
+                          "(default: the search line of /etc/resolv.conf)")
+    limits = parser.add_argument_group("limits and timeouts")
+    limits.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
                         help="close TCP connections idle this long (default 10)")
-    parser.add_argument("--max-tcp-connections", type=int, default=1000, metavar="N",
+    limits.add_argument("--max-tcp-connections", type=int, metavar="N",
                         help="open TCP connections at most (default 1000)")
-    parser.add_argument("--watch-inactivity-timeout", type=float, default=90.0,
-                        metavar="SECONDS",
+    limits.add_argument("--watch-inactivity-timeout", type=float, metavar="SECONDS",
                         help="reconnect a watch silent this long, bookmarks included (default 90)")
-    parser.add_argument("--watch-backoff", type=float, default=1.0, metavar="SECONDS",
+    limits.add_argument("--watch-backoff", type=float, metavar="SECONDS",
                         help="first retry delay after an API error; grows 1,1,2,3,5,8x")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
 
 
-def config_from(args: argparse.Namespace) -> Config:
+def overrides_from(args: argparse.Namespace) -> ConfigOverrides:
+    """The settings typed on the command line (None: not typed)."""
     for flag in ("tcp_idle_timeout", "max_tcp_connections", "watch_inactivity_timeout",
                  "watch_backoff"):
-        if getattr(args, flag) <= 0:
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
             name = "--" + flag.replace("_", "-")
-            raise ConfigError(f"{name} must be positive, not {getattr(args, flag)}")
+            raise ConfigError(f"{name} must be positive, not {value}")
     if args.manifests is not None and args.kubeconfig is not None:
         raise ConfigError("--manifests and --kubeconfig exclude each other")
-    return Config(
-        listen=tuple(parse_listen(text) for text in args.listen or ()) or (DEFAULT_LISTEN,),
-        zones=tuple(dict.fromkeys(parse_zone(z) for z in args.zone or ["cluster.local"])),
-        ttl=parse_ttl(str(args.ttl)),
-        pods=PodsMode(args.pods),
+    zones = tuple(dict.fromkeys(parse_zone(z) for z in args.zone)) if args.zone else None
+    search = tuple(d.strip(".").lower() for d in args.search_domain) if args.search_domain else None
+    return ConfigOverrides(
+        listen=tuple(parse_listen(text) for text in args.listen) if args.listen else None,  # type: ignore[typeddict-item]
+        zones=zones,  # type: ignore[typeddict-item]
+        ttl=parse_ttl(args.ttl) if args.ttl is not None else None,  # type: ignore[typeddict-item]
+        pods=PodsMode(args.pods) if args.pods else None,  # type: ignore[typeddict-item]
         manifests=args.manifests,
         kubeconfig=args.kubeconfig,
         context=args.context,
@@ -84,7 +100,15 @@ def config_from(args: argparse.Namespace) -> Config:
         max_tcp_connections=args.max_tcp_connections,
         watch_inactivity_timeout=args.watch_inactivity_timeout,
         watch_backoff_unit=args.watch_backoff,
+        search_domains=search,
+        autopath=args.autopath,
     )
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    """The Corefile's settings (if one is given) with the typed flags laid over them."""
+    base = corefile.load(args.corefile, lenient=args.lenient) if args.corefile else Config()
+    return base.merged(overrides_from(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = config_from(args)
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:
         parser.error(str(exc))
     return serve(config)
 

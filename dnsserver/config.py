@@ -255,6 +255,7 @@ class ConfigOverrides(TypedDict, total=False):
     forward: ForwardConfig | None
     search_domains: tuple[str, ...] | None
     corefile: Path | None
+    autopath: bool
 
 
 # -- value parsers shared by the flags and the Corefile ------------------------------------

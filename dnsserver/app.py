@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
+from prometheus_client.core import CounterMetricFamily, Metric
+
 from dnsserver import kube, manifests, resolvconf
 from dnsserver.autopath import AutoPath
-from dnsserver.config import Config
+from dnsserver.config import Config, split_host_port
 from dnsserver.handler import Handler
+from dnsserver.metrics import Metrics
+from dnsserver.ops import OpsServer
 from dnsserver.transport import DnsListeners, Limits
 from zones import model
 from zones.zone import Zone
@@ -53,9 +58,19 @@ class DnsServer:
             if domains is None:  # the host's, as kubelet appends them to pods' search lists
                 domains = _host_search_domains(Path("/etc/resolv.conf"))
             self.autopath = AutoPath(self.zone, domains)
-        self.handler = Handler(self.zone, self.autopath)
+        first = config.listen[0]
+        self.metrics = Metrics(server=f"dns://{_format_address(first)}")
+        self.handler = Handler(self.zone, self.autopath, self.metrics.queries)
+        if self.autopath is not None:
+            self.metrics.add_source(self._autopath_metrics)
         limits = Limits(config.tcp_idle_timeout, config.max_tcp_connections)
         self.listeners = DnsListeners(self.handler.handle, limits)
+        self.ops = OpsServer(
+            health=_address(config.health.address) if config.health else None,
+            ready=_address(config.ready_address), metrics=_address(config.prometheus_address),
+            readiness=self.unready_reason, registry=self.metrics.registry,
+        )
+        self.lame_duck = False
         self._stopping = asyncio.Event()
         if objects is not None:
             self.load(objects)
@@ -76,9 +91,27 @@ class DnsServer:
     def addresses(self) -> list[tuple[str, int]]:
         return self.listeners.addresses
 
+    def unready_reason(self) -> str | None:
+        """None when ready for traffic: synced with the cluster and not shutting down. Once
+        ready it stays so while the API is away: the last known state keeps being served, and
+        every replica turning unready at once would take the cluster's DNS down."""
+        if self.lame_duck:
+            return "Shutting down"
+        return None if self.zone.synced else "kubernetes"
+
+    def _autopath_metrics(self) -> Iterator[Metric]:
+        assert self.autopath is not None
+        family = CounterMetricFamily(
+            "coredns_autopath_success", "Counter of requests that did autopath.",
+            labels=["server"])
+        family.add_metric([self.metrics.collector.server], self.autopath.successes)
+        yield family
+
     async def start(self, api: object | None = None) -> None:
         """Listen first (answering SERVFAIL for unknown names until synced), then follow ``api``."""
         await self.listeners.start(list(self.config.listen))
+        self.metrics.collector.server = f"dns://{_format_address(self.addresses[0])}"
+        await self.ops.start()
         if api is not None:
             options = kube.Options(
                 inactivity_timeout=self.config.watch_inactivity_timeout,
@@ -86,20 +119,32 @@ class DnsServer:
             )
             self.kube = kube.KubeSource(
                 self.zone, api, asyncio.get_running_loop(),
-                pods=self.watches_pods, options=options,
+                pods=self.watches_pods, options=options, programming=self.metrics.programming,
             )
             self.kube.start()
 
     async def stop(self) -> None:
+        """Stop following the API, close the DNS listeners (and their connections), then HTTP."""
         if self.kube is not None:
             await asyncio.to_thread(self.kube.stop)
         await self.listeners.stop()
+        await self.ops.stop()
 
     def request_stop(self) -> None:
+        """First call: lame duck (if configured), then stop; a second call stops at once."""
+        if self._stopping.is_set():
+            self._now.set()
         self._stopping.set()
 
     async def run(self, describe: str, api: object | None = None) -> None:
-        """Serve until SIGTERM or SIGINT."""
+        """Serve until SIGTERM or SIGINT, then shut down in steps:
+
+        1. lame duck: /ready turns 503 at once, DNS keeps answering for ``health.lameduck``
+           seconds so that clients and kube-proxy move away (SPEC §4.1); a second signal ends
+           it early;
+        2. stop following the API, close DNS listeners and connections, close HTTP.
+        """
+        self._now = asyncio.Event()
         await self.start(api)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,7 +152,15 @@ class DnsServer:
         where = ", ".join(_format_address(a) for a in self.addresses)
         log.info("serving %s (%s) from %s on %s, udp and tcp",
                  ", ".join(self.zone.origins[:1]), _summary(self.zone), describe, where)
+        for path, address in self.ops.addresses.items():
+            log.info("%s on http://%s%s", path.strip("/"), _format_address(address), path)
         await self._stopping.wait()
+        lameduck = self.config.health.lameduck if self.config.health else 0.0
+        if lameduck > 0:
+            self.lame_duck = True
+            log.info("going into lame duck mode for %gs", lameduck)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._now.wait(), lameduck)
         log.info("shutting down")
         await self.stop()
 
@@ -137,3 +190,10 @@ def _host_search_domains(path: Path) -> tuple[str, ...]:
         return resolvconf.read(path).search
     except OSError:
         return ()
+
+
+def _address(text: str | None) -> tuple[str, int] | None:
+    """An HTTP endpoint's ``[host]:port`` (``:8080`` = every address), or None when off."""
+    if text is None:
+        return None
+    return split_host_port(text)

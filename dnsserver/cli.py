@@ -11,17 +11,20 @@ import asyncio
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dnsserver import app, corefile, kube, manifests
+from dnsserver import app, corefile, kube, manifests, resolve_cli
 from dnsserver.config import (
     Config,
     ConfigError,
     ConfigOverrides,
+    HealthConfig,
     parse_listen,
     parse_ttl,
     parse_zone,
+    split_host_port,
 )
 from zones.model import PodsMode
 
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="answer DNS for a cluster (the default command)")
     add_serve_arguments(serve)
+    resolve = commands.add_parser(
+        "resolve", help="resolve a name as a pod's glibc or musl does, printing every query")
+    resolve_cli.add_arguments(resolve)
     return parser
 
 
@@ -63,6 +69,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     dns.add_argument("--search-domain", action="append", metavar="DOMAIN",
                      help="host search domain for --autopath, repeatable "
                           "(default: the search line of /etc/resolv.conf)")
+    ops = parser.add_argument_group(
+        "HTTP endpoints (default when following a cluster without a Corefile: :8080, :8181, "
+        ":9153 and a 5 s lame duck; off otherwise)")
+    ops.add_argument("--health", metavar="ADDR", help="/health address, e.g. :8080, or none")
+    ops.add_argument("--ready", metavar="ADDR", help="/ready address, e.g. :8181, or none")
+    ops.add_argument("--metrics", metavar="ADDR", help="/metrics address, e.g. :9153, or none")
+    ops.add_argument("--lameduck", type=float, metavar="SECONDS",
+                     help="on SIGTERM, keep answering this long with /ready at 503")
     limits = parser.add_argument_group("limits and timeouts")
     limits.add_argument("--tcp-idle-timeout", type=float, metavar="SECONDS",
                         help="close TCP connections idle this long (default 10)")
@@ -108,7 +122,36 @@ def overrides_from(args: argparse.Namespace) -> ConfigOverrides:
 def config_from(args: argparse.Namespace) -> Config:
     """The Corefile's settings (if one is given) with the typed flags laid over them."""
     base = corefile.load(args.corefile, lenient=args.lenient) if args.corefile else Config()
-    return base.merged(overrides_from(args))
+    config = base.merged(overrides_from(args))
+    if args.corefile is None and app.source_of(config) is None:
+        # Following a cluster without a Corefile: the endpoints kubeadm's Corefile has.
+        config = replace(
+            config, health=HealthConfig(":8080", lameduck=5.0), ready_address=":8181",
+            prometheus_address=":9153",
+        )
+    return _with_ops_flags(config, args)
+
+
+def _with_ops_flags(config: Config, args: argparse.Namespace) -> Config:
+    def address(text: str | None, current: str | None) -> str | None:
+        if text is None:
+            return current
+        if text.lower() == "none":
+            return None
+        split_host_port(text)  # raises ConfigError with the reason
+        return text
+
+    health = config.health
+    health_address = address(args.health, health.address if health else None)
+    lameduck = args.lameduck if args.lameduck is not None else (health.lameduck if health else 0)
+    if lameduck < 0:
+        raise ConfigError(f"--lameduck must not be negative, not {lameduck}")
+    return replace(
+        config,
+        health=HealthConfig(health_address, lameduck) if health_address else None,
+        ready_address=address(args.ready, config.ready_address),
+        prometheus_address=address(args.metrics, config.prometheus_address),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
         arguments.insert(0, "serve")
     args = parser.parse_args(arguments)
+    if args.command == "resolve":
+        return resolve_cli.run(args)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",

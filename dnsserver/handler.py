@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import traceback
+from time import perf_counter
 
 from dnsserver import wire
 from dnsserver.autopath import AutoPath
+from dnsserver.metrics import QueryStats
 from zones.records import NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Answer
 from zones.zone import Zone
 
@@ -28,14 +30,19 @@ _PLAIN_QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QD=1, AN=0, NS=0, high 
 class Handler:
     """Answers queries from a :class:`~zones.zone.Zone`."""
 
-    def __init__(self, zone: Zone, autopath: AutoPath | None = None) -> None:
+    def __init__(
+        self, zone: Zone, autopath: AutoPath | None = None, stats: QueryStats | None = None
+    ) -> None:
         self.zone = zone
         self.autopath = autopath
+        self.stats = stats or QueryStats()
+        self._replies = self.stats.replies
         self._index = zone.index  # the same dict for the zone's whole life
         self._logged_bugs: set[tuple[str, str, int]] = set()
 
     def handle(self, data: bytes, tcp: bool = False, client: str = "") -> bytes | None:
         """The reply to ``data`` from ``client`` (its IP), or None to send nothing. Never raises."""
+        started = perf_counter()
         try:
             try:
                 reply = self._fast_path(data, tcp, client)
@@ -43,10 +50,18 @@ class Handler:
                 reply = None
             if reply is None:
                 reply = self._slow_path(data, tcp, client)
-            return reply
         except Exception as exc:  # a bug: answer SERVFAIL, log the first of its kind
             self._log_bug(exc)
-            return _servfail(data)
+            reply = _servfail(data)
+            self._count(tcp, client, 0, SERVFAIL, "")
+        if reply is None:
+            self.stats.dropped += 1
+        else:
+            self.stats.observe(perf_counter() - started)
+        return reply
+
+    def _count(self, tcp: bool, client: str, qtype: int, rcode: int, plugin: str) -> None:
+        self._replies[(tcp, ":" in client, qtype, rcode, plugin)] += 1
 
     def _fast_path(self, data: bytes, tcp: bool, client: str) -> bytes | None:
         if len(data) < 17 or data[2] & 0xF8 or data[4:11] != _PLAIN_QUERY_COUNTS:
@@ -84,7 +99,7 @@ class Handler:
         answer = node[qtype] if node is not None else self._missing(key, qtype, client)
         if answer is None:
             return None
-        return self._reply(data, question_end, answer, size, opt, tcp)
+        return self._reply(data, question_end, answer, size, opt, tcp, client)
 
     def _missing(self, key: bytes, qtype: int, client: str) -> Answer | None:
         """A name not in the index: dynamic names, NXDOMAIN, or autopath's walk."""
@@ -95,10 +110,12 @@ class Handler:
 
     def _reply(
         self, data: bytes, question_end: int, answer: Answer, size: int | None, opt: bytes,
-        tcp: bool,
+        tcp: bool, client: str,
     ) -> bytes:
-        _rcode, aa, counts, counts_edns, body, soa, _ancount, answer_len = answer
-        head = data[:2] + bytes((0x80 | aa | (data[2] & 0x01), answer.rcode | (data[3] & 0x10)))
+        rcode, aa, counts, counts_edns, body, soa, _ancount, answer_len = answer
+        qtype = data[question_end - 4] << 8 | data[question_end - 3]
+        self._replies[(tcp, ":" in client, qtype, rcode, "kubernetes")] += 1
+        head = data[:2] + bytes((0x80 | aa | (data[2] & 0x01), rcode | (data[3] & 0x10)))
         question = data[12:question_end]
         if soa is not None:
             body = soa.authority_for(question_end - 16)
@@ -115,25 +132,32 @@ class Handler:
         if len(data) < wire.HEADER_LENGTH or data[2] & 0x80:
             return None  # no header to answer, or a response: never reply to those
         if data[2] & 0x78:
+            self._count(tcp, client, 0, NOTIMP, "")
             return wire.header_only(data, NOTIMP)
         try:
             query = wire.parse_query(data)
         except wire.FormError:
+            self._count(tcp, client, 0, wire.FORMERR, "")
             return wire.header_only(data, wire.FORMERR)
         edns = query.edns
         if edns is not None and edns.version != 0:
+            self._count(tcp, client, query.qtype, wire.BADVERS, "")
             return wire.error_reply(data, query, wire.BADVERS)
-        if query.qclass != 1:
-            return wire.error_reply(data, query, REFUSED)
         key = query.name.lower()
-        node = self._index.get(key)
-        answer = node[query.qtype] if node is not None else self._missing(key, query.qtype, client)
-        if answer is None:  # outside every served zone
+        node = self._index.get(key) if query.qclass == 1 else None
+        if query.qclass != 1:
+            answer = None
+        elif node is not None:
+            answer = node[query.qtype]
+        else:
+            answer = self._missing(key, query.qtype, client)
+        if answer is None:  # another class, or outside every served zone
+            self._count(tcp, client, query.qtype, REFUSED, "")
             return wire.error_reply(data, query, REFUSED)
         if edns is None:
-            return self._reply(data, query.question_end, answer, None, b"", tcp)
+            return self._reply(data, query.question_end, answer, None, b"", tcp, client)
         opt = wire.opt_record(edns.udp_size, int(edns.do))
-        return self._reply(data, query.question_end, answer, edns.udp_size, opt, tcp)
+        return self._reply(data, query.question_end, answer, edns.udp_size, opt, tcp, client)
 
     def _log_bug(self, exc: Exception) -> None:
         frame = traceback.extract_tb(exc.__traceback__)[-1]

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import Histogram
 from urllib3.exceptions import HTTPError
 
-from dnsserver import apischema, metrics
+from dnsserver import apischema
 from zones import convert, model
 from zones.zone import Zone
 
@@ -319,10 +320,14 @@ class Reflector:
 class ZoneOps:
     """Zone changes made on the event loop thread, with the bookkeeping around them."""
 
-    def __init__(self, zone: Zone, reflectors: list[Reflector], on_synced: Callable[[], None]):
+    def __init__(
+        self, zone: Zone, reflectors: list[Reflector], on_synced: Callable[[], None],
+        programming: Histogram | None = None,
+    ) -> None:
         self.zone = zone
         self.reflectors = reflectors
         self._on_synced = on_synced
+        self._programming = programming
 
     def reconcile(
         self, reflector: Reflector, objects: list[model.ClusterObject], version: str
@@ -341,10 +346,10 @@ class ZoneOps:
     def apply(self, reflector: Reflector, obj: model.ClusterObject) -> None:
         changed = self.zone.apply(obj)
         if (
-            changed and self.zone.synced
+            changed and self.zone.synced and self._programming is not None
             and isinstance(obj, model.EndpointSlice) and obj.trigger_time is not None
         ):
-            metrics.DNS_PROGRAMMING.labels(service_kind=self._service_kind(obj)).observe(
+            self._programming.labels(service_kind=self._service_kind(obj)).observe(
                 max(0.0, time.time() - obj.trigger_time)
             )
 
@@ -363,13 +368,13 @@ class KubeSource:
 
     def __init__(
         self, zone: Zone, api: Any, loop: asyncio.AbstractEventLoop, *, pods: bool,
-        options: Options | None = None,
+        options: Options | None = None, programming: Histogram | None = None,
     ) -> None:
         self.zone = zone
         self.synced = asyncio.Event()
         resources = [NAMESPACES, SERVICES, ENDPOINT_SLICES] + ([PODS] if pods else [])
         self.reflectors: list[Reflector] = []
-        ops = ZoneOps(zone, self.reflectors, self._synced)
+        ops = ZoneOps(zone, self.reflectors, self._synced, programming)
         def post(callback: Callable[[], None]) -> None:
             loop.call_soon_threadsafe(callback)
 

@@ -19,6 +19,7 @@ from dnsserver.config import Config, split_host_port
 from dnsserver.handler import Handler
 from dnsserver.metrics import Metrics
 from dnsserver.ops import OpsServer
+from dnsserver.querylog import QueryLog
 from dnsserver.transport import DnsListeners, Limits
 from zones import model
 from zones.zone import Zone
@@ -51,7 +52,7 @@ class DnsServer:
         self.kube: kube.KubeSource | None = None
         dns_ips = [host for host, _ in config.listen if host not in ("0.0.0.0", "::")]
         self.zone = Zone(config.zones, ttl=config.ttl, pods=config.pods, dns_ips=dns_ips,
-                         reverse=bool(config.reverse_zones))
+                         reverse=bool(config.reverse_zones), loadbalance=config.loadbalance)
         self.autopath: AutoPath | None = None
         if config.autopath:
             domains = config.search_domains
@@ -60,7 +61,8 @@ class DnsServer:
             self.autopath = AutoPath(self.zone, domains)
         first = config.listen[0]
         self.metrics = Metrics(server=f"dns://{_format_address(first)}")
-        self.handler = Handler(self.zone, self.autopath, self.metrics.queries)
+        query_log = QueryLog(config.log) if config.log is not None else None
+        self.handler = Handler(self.zone, self.autopath, self.metrics.queries, query_log)
         if self.autopath is not None:
             self.metrics.add_source(self._autopath_metrics)
         limits = Limits(config.tcp_idle_timeout, config.max_tcp_connections)

@@ -21,6 +21,7 @@ from dnsserver.config import (
     ConfigError,
     ConfigOverrides,
     HealthConfig,
+    LogConfig,
     parse_listen,
     parse_ttl,
     parse_zone,
@@ -66,6 +67,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pod records a-b-c-d.<ns>.pod.<zone> (default insecure)")
     dns.add_argument("--autopath", action="store_true", default=None,
                      help="walk pods' search paths server-side (watches Pods)")
+    dns.add_argument("--loadbalance", action="store_true", default=None,
+                     help="rotate the order of A/AAAA records from reply to reply")
+    dns.add_argument("--log-queries", action="store_true", default=None,
+                     help="log every query in CoreDNS's log format")
     dns.add_argument("--search-domain", action="append", metavar="DOMAIN",
                      help="host search domain for --autopath, repeatable "
                           "(default: the search line of /etc/resolv.conf)")
@@ -116,6 +121,8 @@ def overrides_from(args: argparse.Namespace) -> ConfigOverrides:
         watch_backoff_unit=args.watch_backoff,
         search_domains=search,
         autopath=args.autopath,
+        loadbalance=args.loadbalance,
+        log=LogConfig() if args.log_queries else None,
     )
 
 

@@ -256,6 +256,7 @@ class ConfigOverrides(TypedDict, total=False):
     search_domains: tuple[str, ...] | None
     corefile: Path | None
     autopath: bool
+    loadbalance: bool
 
 
 # -- value parsers shared by the flags and the Corefile ------------------------------------

@@ -19,6 +19,7 @@ from time import perf_counter
 from dnsserver import wire
 from dnsserver.autopath import AutoPath
 from dnsserver.metrics import QueryStats
+from dnsserver.querylog import QueryLog
 from zones.records import NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Answer
 from zones.zone import Zone
 
@@ -31,17 +32,23 @@ class Handler:
     """Answers queries from a :class:`~zones.zone.Zone`."""
 
     def __init__(
-        self, zone: Zone, autopath: AutoPath | None = None, stats: QueryStats | None = None
+        self, zone: Zone, autopath: AutoPath | None = None, stats: QueryStats | None = None,
+        query_log: QueryLog | None = None,
     ) -> None:
         self.zone = zone
         self.autopath = autopath
+        self.query_log = query_log
         self.stats = stats or QueryStats()
         self._replies = self.stats.replies
         self._index = zone.index  # the same dict for the zone's whole life
         self._logged_bugs: set[tuple[str, str, int]] = set()
+        self._turn = 0  # loadbalance: which rotation the next reply takes
 
-    def handle(self, data: bytes, tcp: bool = False, client: str = "") -> bytes | None:
-        """The reply to ``data`` from ``client`` (its IP), or None to send nothing. Never raises."""
+    def handle(
+        self, data: bytes, tcp: bool = False, client: str = "", port: int = 0
+    ) -> bytes | None:
+        """The reply to ``data`` from ``client`` (IP and port), or None to send nothing.
+        Never raises."""
         started = perf_counter()
         try:
             try:
@@ -54,10 +61,13 @@ class Handler:
             self._log_bug(exc)
             reply = _servfail(data)
             self._count(tcp, client, 0, SERVFAIL, "")
+        elapsed = perf_counter() - started
         if reply is None:
             self.stats.dropped += 1
         else:
-            self.stats.observe(perf_counter() - started)
+            self.stats.observe(elapsed)
+        if self.query_log is not None:
+            self.query_log.record(data, reply, tcp, client, port, elapsed)
         return reply
 
     def _count(self, tcp: bool, client: str, qtype: int, rcode: int, plugin: str) -> None:
@@ -112,13 +122,16 @@ class Handler:
         self, data: bytes, question_end: int, answer: Answer, size: int | None, opt: bytes,
         tcp: bool, client: str,
     ) -> bytes:
-        rcode, aa, counts, counts_edns, body, soa, _ancount, answer_len = answer
+        rcode, aa, counts, counts_edns, body, soa, _ancount, answer_len, variants = answer
         qtype = data[question_end - 4] << 8 | data[question_end - 3]
         self._replies[(tcp, ":" in client, qtype, rcode, "kubernetes")] += 1
         head = data[:2] + bytes((0x80 | aa | (data[2] & 0x01), rcode | (data[3] & 0x10)))
         question = data[12:question_end]
         if soa is not None:
             body = soa.authority_for(question_end - 16)
+        elif variants:
+            self._turn += 1
+            body = variants[self._turn % len(variants)]
         if size is None:
             reply = b"".join((head, counts, question, body))
         else:

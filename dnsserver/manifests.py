@@ -21,6 +21,11 @@ from typing import Any
 
 import yaml
 
+try:  # libyaml's loader: ~10x faster on a 10,000-Service folder; same safe subset
+    from yaml import CSafeLoader as SafeLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader  # type: ignore[assignment]
+
 from zones import convert, model
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -74,7 +79,7 @@ def _documents(file: Path) -> Iterator[Document]:
         raise ManifestError(f"{file}: cannot read: {exc}") from None
     number = 0
     try:
-        for number, doc in enumerate(yaml.safe_load_all(text), start=1):
+        for number, doc in enumerate(yaml.load_all(text, Loader=SafeLoader), start=1):
             if doc is None:
                 continue
             if not isinstance(doc, dict):

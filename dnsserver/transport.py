@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger("dnsserver.transport")
 
-Handle = Callable[[bytes, bool, str], "bytes | None"]  # (message, tcp, client IP) -> reply
+Handle = Callable[[bytes, bool, str, int], "bytes | None"]  # (message, tcp, IP, port) -> reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
         self._sendto = transport.sendto  # type: ignore[attr-defined]  # uvloop's is no subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        reply = self._handle(data, False, addr[0])  # type: ignore[arg-type]
+        reply = self._handle(data, False, addr[0], addr[1])  # type: ignore[arg-type]
         if reply is not None and self._sendto is not None:
             self._sendto(reply, addr)
 
@@ -81,11 +81,13 @@ class TcpProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._client = ""
+        self._port = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self._client = str(peer[0]) if peer else ""
+        self._port = int(peer[1]) if peer else 0
         self._connections.add(self)
         self._schedule_idle_check(self._connections.limits.idle_timeout)
 
@@ -109,7 +111,7 @@ class TcpProtocol(asyncio.Protocol):
             del buffer[: 2 + length]
             self._last_query = time.monotonic()
             self._connections.touch(self)
-            reply = self._handle(message, True, self._client)
+            reply = self._handle(message, True, self._client, self._port)
             if reply is not None:
                 self._transport.write(len(reply).to_bytes(2, "big") + reply)
 

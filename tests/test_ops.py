@@ -177,3 +177,54 @@ def test_programming_latency_is_recorded(tmp_path: Path) -> None:
             assert 1.0 <= value(metrics, name + "_sum") < 30
         finally:
             proc.stop()
+
+
+def test_query_log_in_coredns_format() -> None:
+    proc = ServerProcess(["--manifests", str(EXAMPLE), "--log-queries"])
+    try:
+        sock_port = _udp_query(proc.port, "Web.default.svc.cluster.local", query_id=4242)
+        pattern = (rf'127\.0\.0\.1:{sock_port} - 4242 "A IN Web\.default\.svc\.cluster\.local\. '
+                   r'udp \d+ false 512" NOERROR qr,aa,rd \d+ [0-9.]+s')
+        eventually(lambda: _expect(bool(re.search(pattern, proc.text())), True))
+    finally:
+        proc.stop()
+
+
+def _udp_query(port: int, name: str, query_id: int) -> int:
+    """Send one plain query (no EDNS) from a fresh socket; the socket's port."""
+    import socket  # noqa: PLC0415
+
+    import dns.message  # noqa: PLC0415
+
+    query = dns.message.make_query(name, "A", use_edns=False)
+    query.id = query_id
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(query.to_wire(), ("127.0.0.1", port))
+        sock.recv(4096)
+        return int(sock.getsockname()[1])
+
+
+def test_loadbalance_rotates_address_records() -> None:
+    import dns.message  # noqa: PLC0415
+    import dns.query  # noqa: PLC0415
+
+    def first_addresses(proc: ServerProcess, name: str, times: int) -> list[list[str]]:
+        orders = []
+        for _ in range(times):
+            reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1",
+                                  port=proc.port, timeout=2)
+            orders.append([r.address for rrset in reply.answer for r in rrset])
+        return orders
+
+    balanced = ServerProcess(["--manifests", str(EXAMPLE), "--loadbalance"])
+    plain = ServerProcess(["--manifests", str(EXAMPLE)])
+    try:
+        orders = first_addresses(balanced, "web.default.svc.cluster.local", 6)
+        assert {tuple(sorted(o)) for o in orders} == {("10.244.1.10", "10.244.2.11")}
+        assert {o[0] for o in orders} == {"10.244.1.10", "10.244.2.11"}  # both lead in turn
+        orders = first_addresses(plain, "web.default.svc.cluster.local", 4)
+        assert len({tuple(o) for o in orders}) == 1
+    finally:
+        balanced.stop()
+        plain.stop()

@@ -72,6 +72,10 @@ class Answer(NamedTuple):
     soa: SoaRecord | None
     ancount: int
     answer_len: int
+    variants: tuple[bytes, ...] = ()  # loadbalance: bodies with the answer records rotated
+
+
+MAX_ROTATIONS = 8
 
 
 class SoaRecord:
@@ -125,14 +129,15 @@ class Origin:
     nxdomain: Answer
     servfail: Answer
     refused: Answer
+    loadbalance: bool = False
 
     @classmethod
-    def create(cls, name: str, ttl: int, serial: int) -> Origin:
+    def create(cls, name: str, ttl: int, serial: int, loadbalance: bool = False) -> Origin:
         soa = SoaRecord(name, ttl, serial)
         return cls(
             name=name, ttl=ttl, soa=soa,
             nodata=negative(NOERROR, soa), nxdomain=negative(NXDOMAIN, soa),
-            servfail=negative(SERVFAIL, soa), refused=bare(REFUSED),
+            servfail=negative(SERVFAIL, soa), refused=bare(REFUSED), loadbalance=loadbalance,
         )
 
 
@@ -146,7 +151,8 @@ def bare(rcode: int) -> Answer:
 
 
 def positive(
-    answer: list[bytes], additional: Iterable[bytes] = (), name_length: int | None = None
+    answer: list[bytes], additional: Iterable[bytes] = (), name_length: int | None = None,
+    rotate: bool = False,
 ) -> Answer:
     """A NOERROR answer. Given the question name's length, the owner of each additional record
     becomes a pointer to the same name written in an answer's RDATA (an SRV target), as a
@@ -156,12 +162,20 @@ def positive(
     answer_bytes = b"".join(answer)
     if name_length is not None:
         extra = [_compress_owner(r, answer_bytes, 12 + name_length + 4) for r in extra]
+    variants: tuple[bytes, ...] = ()
+    if rotate and len(answer) > 1:
+        # CoreDNS ``loadbalance`` shuffles address records per reply; a few rotations,
+        # encoded now and taken in turn, spread clients as well at no per-query cost.
+        # Additional records (none for A/AAAA) keep their pointers: only A/AAAA rotate.
+        steps = min(len(answer), MAX_ROTATIONS)
+        starts = [i * len(answer) // steps for i in range(steps)]
+        variants = tuple(b"".join(answer[s:] + answer[:s]) + b"".join(extra) for s in starts)
     return Answer(
         NOERROR,
         AA,
         _COUNTS.pack(1, len(answer), 0, len(extra)),
         _COUNTS.pack(1, len(answer), 0, len(extra) + 1),
-        answer_bytes + b"".join(extra), None, len(answer), len(answer_bytes),
+        answer_bytes + b"".join(extra), None, len(answer), len(answer_bytes), variants,
     )
 
 
@@ -193,7 +207,8 @@ def encode(
     answer, additional = section_records(rrsets, qtype, origin.ttl, QNAME_POINTER, chase)
     if not answer:
         return origin.nodata
-    return positive(answer, additional, name_length)
+    rotate = origin.loadbalance and qtype in (A, AAAA)
+    return positive(answer, additional, name_length, rotate)
 
 
 def section_records(

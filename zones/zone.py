@@ -99,6 +99,7 @@ class Zone:
         pods: PodsMode = PodsMode.INSECURE,
         dns_ips: Sequence[str] = (),
         reverse: bool = True,
+        loadbalance: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.index: dict[bytes, Node] = {}
@@ -106,7 +107,9 @@ class Zone:
         self.pods = pods
         self._clock = clock
         serial = int(clock())
-        self._forward = [Origin.create(o.strip(".").lower(), ttl, serial) for o in origins]
+        self._forward = [
+            Origin.create(o.strip(".").lower(), ttl, serial, loadbalance) for o in origins
+        ]
         reverse_names = names.REVERSE_ZONES if reverse else ()
         self._reverse = [Origin.create(o, ttl, serial) for o in reverse_names]
         self._origins = {names.to_wire(o.name): o for o in self._forward + self._reverse}

@@ -142,6 +142,9 @@ def test_lists_in_pages_and_watches_with_bookmarks(api: KubeAPIServer, tmp_path:
 
 
 def test_new_service_resolves(api: KubeAPIServer, dns: ServerProcess) -> None:
+    # Asked before it exists (and the NXDOMAIN kept by the server), then created.
+    assert answer_of(dns.port, "fresh.default.svc.cluster.local") == ("NXDOMAIN", set())
+    assert answer_of(dns.port, "fresh.default.svc.cluster.local", "AAAA") == ("NXDOMAIN", set())
     api.apply(service("fresh", ip="10.96.3.3"))
     _expect(dns.port, "fresh.default.svc.cluster.local", ("NOERROR", {"A 10.96.3.3"}))
     _expect(
@@ -204,6 +207,9 @@ def test_deleted_service_is_nxdomain(api: KubeAPIServer, dns: ServerProcess) -> 
 
 def test_service_changes_type_and_back(api: KubeAPIServer, dns: ServerProcess) -> None:
     name = "api.team.svc.cluster.local"
+    api.apply(external("alias", "api.team.svc.cluster.local", ns="team"))
+    _expect(dns.port, "alias.team.svc.cluster.local",
+            ("NOERROR", {"CNAME api.team.svc.cluster.local.", "A 10.96.2.2"}))
     api.apply(external("api", "api.example.com", ns="team"))
     _expect(dns.port, name, ("NOERROR", {"CNAME api.example.com."}), "CNAME")
     _expect(dns.port, "2.2.96.10.in-addr.arpa", ("NXDOMAIN", set()), "PTR")
@@ -215,6 +221,9 @@ def test_service_changes_type_and_back(api: KubeAPIServer, dns: ServerProcess) -
     _expect(dns.port, name, ("NOERROR", {"A 10.244.9.9"}))
     api.apply(service("api", ns="team", ip="10.96.2.3"))
     _expect(dns.port, name, ("NOERROR", {"A 10.96.2.3"}))
+    # the in-zone CNAME follows its target's changes
+    _expect(dns.port, "alias.team.svc.cluster.local",
+            ("NOERROR", {"CNAME api.team.svc.cluster.local.", "A 10.96.2.3"}))
     _expect(dns.port, "10-244-9-9.api.team.svc.cluster.local", ("NOERROR", {"A 10.244.9.9"}))
 
 

@@ -39,6 +39,7 @@ from zones.records import (
 KUBE_DNS = ("kube-system", "kube-dns")
 CACHED_QTYPES = frozenset({A, AAAA, SRV, PTR, TXT, NS, MX, CNAME, ANY, 65})
 MAX_CNAME_CHAIN = 10
+MAX_CACHED_MISSES = 50_000
 
 Key = tuple[str, str]
 
@@ -70,9 +71,12 @@ class Node(dict[int, Answer]):
 
     def __missing__(self, qtype: int) -> Answer:
         rrsets = self.rrsets
+        if rrsets.cname:
+            # CNAME answers embed their target's records, which another Service owns: kept
+            # by the zone only until the next change anywhere.
+            return self.zone.volatile_answer(self, qtype)
         answer = encode(rrsets, qtype, self.origin, self.zone.chase, self.name_length)
-        # CNAME answers embed their target's records, which another Service owns: never kept.
-        if qtype in CACHED_QTYPES and not rrsets.cname:
+        if qtype in CACHED_QTYPES:
             self[qtype] = answer
         return answer
 
@@ -124,6 +128,10 @@ class Zone:
         self._owned: dict[Key, list[bytes]] = {}
         self._ptr_ips: dict[Key, tuple[str, ...]] = {}
         self._dirty: set[Key] | None = None
+        # Answers that depend on more than one name (misses, chased CNAMEs), kept until the
+        # next change: search-path misses are most of what a cluster DNS server answers.
+        self._misses: dict[bytes, Answer] = {}
+        self._volatile: dict[tuple[int, int], tuple[Node, Answer]] = {}  # (id(node), qtype)
         self._ptr_view = _PtrView(self)
         self._changed = False
         self._rebuild_apex()
@@ -147,6 +155,29 @@ class Zone:
 
     def lookup_missing(self, wire: bytes, qtype: int) -> Answer | None:
         """The answer for a name that is not in :attr:`index` (the hot path's miss)."""
+        known = self._misses.get(wire)
+        if known is not None and qtype not in (251, 252):
+            return known
+        answer = self._lookup_missing(wire, qtype)
+        if (
+            answer is not None and answer.rcode == 3 and self.synced
+            and len(self._misses) < MAX_CACHED_MISSES
+        ):
+            self._misses[wire] = answer  # NXDOMAIN holds for every qtype
+        return answer
+
+    def volatile_answer(self, node: Node, qtype: int) -> Answer:
+        """A node's answer that embeds other names' records (a chased CNAME)."""
+        key = (id(node), qtype)  # the value keeps the node alive, so its id stays its own
+        kept = self._volatile.get(key)
+        if kept is not None:
+            return kept[1]
+        answer = encode(node.rrsets, qtype, node.origin, self.chase, node.name_length)
+        if len(self._volatile) < MAX_CACHED_MISSES:
+            self._volatile[key] = (node, answer)
+        return answer
+
+    def _lookup_missing(self, wire: bytes, qtype: int) -> Answer | None:
         found = self._find_origin(wire)
         if found is None:
             return None
@@ -483,7 +514,10 @@ class Zone:
         )))
 
     def _bump_serial(self) -> None:
-        """A new serial for every zone: the time of the change, and always larger than before."""
+        """A new serial for every zone: the time of the change, and always larger than before.
+        Answers that depend on other names are forgotten."""
+        self._misses.clear()
+        self._volatile.clear()
         serial = max(int(self._clock()), self.serial + 1) & 0xFFFFFFFF
         for origin in self._forward + self._reverse:
             origin.soa.set_serial(serial)

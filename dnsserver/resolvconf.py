@@ -113,8 +113,10 @@ class ResolvConf:
 GLIBC_DEFAULT = Upstream("127.0.0.1")
 
 
-def parse(text: str) -> ResolvConf:
-    """The resolver configuration ``text`` describes (see the module docstring for the rules)."""
+def parse(text: str, *, default_port: int = DNS_PORT) -> ResolvConf:
+    """The resolver configuration ``text`` describes (see the module docstring for the rules).
+
+    ``default_port`` is the port of a nameserver written without one (tests use 5353 etc.)."""
     nameservers: list[Upstream] = []
     search: tuple[str, ...] = ()
     options: list[str] = []
@@ -129,7 +131,7 @@ def parse(text: str) -> ResolvConf:
                 problems.append(f"line {number}: nameserver without an address")
                 continue
             try:
-                nameservers.append(parse_upstream(values[0]))
+                nameservers.append(parse_upstream(values[0], default_port))
             except UpstreamError as exc:
                 problems.append(f"line {number}: {exc}")
         elif keyword == "search":
@@ -164,9 +166,9 @@ def _domain(text: str) -> str:
     return text if text == "." else text.rstrip(".")
 
 
-def read(path: Path) -> ResolvConf:
+def read(path: Path, *, default_port: int = DNS_PORT) -> ResolvConf:
     """:func:`parse` of the file at ``path``; ``OSError`` when it cannot be read."""
-    return parse(path.read_text(encoding="utf-8", errors="replace"))
+    return parse(path.read_text(encoding="utf-8", errors="replace"), default_port=default_port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,43 +141,71 @@ class TcpProtocol(asyncio.Protocol):
 
 
 class DnsListeners:
-    """UDP and TCP sockets on every listen address, all serving one handle function."""
+    """UDP and TCP sockets on every listen address, all serving one handle function.
+
+    Addresses are opened and closed one by one, so a reload that changes the list keeps the
+    sockets of the addresses it keeps: no query to them is dropped.
+    """
 
     def __init__(self, handle: Handle, limits: Limits | None = None) -> None:
         self._handle = handle
         self.connections = TcpConnections(limits or Limits())
-        self._udp: list[asyncio.DatagramTransport] = []
-        self._tcp: list[asyncio.Server] = []
-        self.addresses: list[tuple[str, int]] = []
+        self._open: dict[tuple[str, int], tuple[asyncio.Server, asyncio.DatagramTransport]] = {}
+        self._bound: dict[tuple[str, int], tuple[str, int]] = {}  # configured -> bound
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return list(self._bound.values())
 
     async def start(self, listen: list[tuple[str, int]]) -> None:
+        for address in listen:
+            if address not in self._open:
+                await self._start_one(address)
+
+    async def update(self, listen: list[tuple[str, int]], limits: Limits) -> None:
+        """Listen on exactly ``listen``: open the new addresses first, then close the old."""
+        self.connections.limits = limits
+        await self.start(listen)
+        for address in [a for a in self._open if a not in listen]:
+            await self._stop_one(address)
+
+    async def _start_one(self, address: tuple[str, int]) -> None:
         """Bind TCP first, so that port 0 picks one port that UDP then shares."""
         loop = asyncio.get_running_loop()
-        for host, port in listen:
-            tcp = await loop.create_server(
-                lambda: TcpProtocol(self._handle, self.connections), host, port,
-                family=_family(host), reuse_address=True, backlog=1024,
-            )
-            bound_port = tcp.sockets[0].getsockname()[1]
-            self._tcp.append(tcp)
+        host, port = address
+        tcp = await loop.create_server(
+            lambda: TcpProtocol(self._handle, self.connections), host, port,
+            family=_family(host), reuse_address=True, backlog=1024,
+        )
+        bound_port = tcp.sockets[0].getsockname()[1]
+        try:
             udp, _ = await loop.create_datagram_endpoint(
                 lambda: UdpProtocol(self._handle), local_addr=(host, bound_port),
                 family=_family(host),
             )
-            self._udp.append(udp)
-            self.addresses.append((host, bound_port))
+        except OSError:
+            tcp.close()
+            raise
+        self._open[address] = (tcp, udp)
+        self._bound[address] = (host, bound_port)
+
+    async def _stop_one(self, address: tuple[str, int]) -> None:
+        """Stop accepting on ``address``; its open TCP connections end when idle."""
+        tcp, udp = self._open.pop(address)
+        self._bound.pop(address, None)
+        tcp.close()
+        udp.close()
 
     async def stop(self) -> None:
         """Stop accepting, close UDP, close every TCP connection, then wait for the servers."""
-        for tcp in self._tcp:
+        for tcp, udp in self._open.values():
             tcp.close()
-        for udp in self._udp:
             udp.close()
         self.connections.close_all()
-        for tcp in self._tcp:
+        for tcp, _ in self._open.values():
             await tcp.wait_closed()
-        self._tcp.clear()
-        self._udp.clear()
+        self._open.clear()
+        self._bound.clear()
 
 
 def _family(host: str) -> socket.AddressFamily:

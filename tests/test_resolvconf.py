@@ -64,6 +64,14 @@ def test_parse(text: str, expected: ResolvConf) -> None:
     assert parsed.problems == ()
 
 
+def test_default_port_applies_to_nameservers_without_one() -> None:
+    parsed = resolvconf.parse("nameserver 127.0.0.1\nnameserver [::1]:53\nnameserver ::1\n",
+                              default_port=5353)
+    assert parsed.nameservers == (
+        Upstream("127.0.0.1", 5353), Upstream("::1", 53), Upstream("::1", 5353),
+    )
+
+
 def test_bad_lines_are_skipped_and_reported() -> None:
     parsed = resolvconf.parse(
         "nameserver\nnameserver dns.example.com\nnameserver 192.0.2.1\n"

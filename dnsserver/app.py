@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from dnsserver import kube, manifests, resolvconf
+from dnsserver import forwarding, kube, manifests, resolvconf
 from dnsserver.autopath import AutoPath
 from dnsserver.config import Config, split_host_port
 from dnsserver.handler import Handler
@@ -73,6 +73,7 @@ class DnsServer:
             readiness=self.unready_reason, registry=self.metrics.registry,
         )
         self.lame_duck = False
+        self.forwarding: forwarding.Forwarding | None = None
         self._stopping = asyncio.Event()
         if objects is not None:
             self.load(objects)
@@ -113,6 +114,11 @@ class DnsServer:
         """Listen first (answering SERVFAIL for unknown names until synced), then follow ``api``."""
         await self.listeners.start(list(self.config.listen))
         self.metrics.collector.server = f"dns://{_format_address(self.addresses[0])}"
+        # Upstreams are checked against the addresses actually bound: one of them is a loop.
+        self.forwarding = forwarding.build(self.config, self.addresses)
+        if self.forwarding is not None:
+            self.handler.forwarding = self.forwarding
+            self.metrics.add_source(self.forwarding.metrics)
         await self.ops.start()
         if api is not None:
             options = kube.Options(
@@ -130,6 +136,8 @@ class DnsServer:
         if self.kube is not None:
             await asyncio.to_thread(self.kube.stop)
         await self.listeners.stop()
+        if self.forwarding is not None:
+            await self.forwarding.close()
         await self.ops.stop()
 
     def request_stop(self) -> None:

@@ -9,19 +9,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dnsserver import app, corefile, kube, manifests, resolve_cli
+from dnsserver import app, corefile, forward, kube, manifests, resolvconf, resolve_cli
 from dnsserver.config import (
+    CacheConfig,
+    CacheLimits,
     Config,
     ConfigError,
     ConfigOverrides,
+    ForwardConfig,
     HealthConfig,
     LogConfig,
+    StubDomain,
     parse_listen,
     parse_ttl,
     parse_zone,
@@ -67,6 +72,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pod records a-b-c-d.<ns>.pod.<zone> (default insecure)")
     dns.add_argument("--autopath", action="store_true", default=None,
                      help="walk pods' search paths server-side (watches Pods)")
+    dns.add_argument("--upstream", action="append", metavar="ADDR|FILE|none",
+                     help="forward names outside the cluster to these servers (repeatable; "
+                          "a resolv.conf path takes its nameservers). Default: /etc/resolv.conf "
+                          "when running in a pod, otherwise none (such names are REFUSED)")
+    dns.add_argument("--stub-domain", action="append", metavar="ZONE=ADDR[,ADDR]",
+                     help="forward one domain to its own servers, repeatable")
+    dns.add_argument("--cache", type=int, metavar="SECONDS",
+                     help="cache forwarded answers up to this TTL (0: no cache)")
     dns.add_argument("--loadbalance", action="store_true", default=None,
                      help="rotate the order of A/AAAA records from reply to reply")
     dns.add_argument("--log-queries", action="store_true", default=None,
@@ -136,7 +149,45 @@ def config_from(args: argparse.Namespace) -> Config:
             config, health=HealthConfig(":8080", lameduck=5.0), ready_address=":8181",
             prometheus_address=":9153",
         )
-    return _with_ops_flags(config, args)
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            # In a pod (dnsPolicy: Default), kubeadm's forward and cache as well.
+            config = replace(
+                config, forward=ForwardConfig(max_concurrent=1000),
+                cache=CacheConfig(success=CacheLimits(10000, 30), denial=CacheLimits(10000, 30)),
+                fallthrough=True, fallthrough_zones=config.reverse_zones,
+            )
+    return _with_forward_flags(_with_ops_flags(config, args), args)
+
+
+def _with_forward_flags(config: Config, args: argparse.Namespace) -> Config:
+    if args.upstream:
+        if [u.lower() for u in args.upstream] == ["none"]:
+            config = replace(config, forward=None)
+        else:
+            try:
+                targets = tuple(
+                    u if u.startswith("/") else str(resolvconf.parse_upstream(u))
+                    for u in args.upstream
+                )
+            except ValueError as exc:
+                raise ConfigError(f"--upstream: {exc}") from None
+            config = replace(config, forward=replace(config.forward or ForwardConfig(), to=targets))
+    if args.stub_domain:
+        stubs = []
+        for text in args.stub_domain:
+            try:
+                zone, upstreams = forward.parse_stub_domain(text)
+            except (forward.ForwardConfigError, ValueError) as exc:
+                raise ConfigError(f"--stub-domain {exc}") from None
+            stubs.append(StubDomain(zone, ForwardConfig(to=tuple(map(str, upstreams)))))
+        config = replace(config, stub_domains=(*config.stub_domains, *stubs))
+    if args.cache is not None:
+        if args.cache < 0:
+            raise ConfigError(f"--cache must not be negative, not {args.cache}")
+        cache = (CacheConfig(success=CacheLimits(10000, args.cache),
+                             denial=CacheLimits(10000, args.cache)) if args.cache else None)
+        config = replace(config, cache=cache)
+    return config
 
 
 def _with_ops_flags(config: Config, args: argparse.Namespace) -> Config:

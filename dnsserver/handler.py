@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Coroutine
 from time import perf_counter
+from typing import Any
 
 from dnsserver import wire
 from dnsserver.autopath import AutoPath
+from dnsserver.forwarding import Forwarding, Pending
 from dnsserver.metrics import QueryStats
 from dnsserver.querylog import QueryLog
 from zones.records import NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Answer
 from zones.zone import Zone
 
 log = logging.getLogger("dnsserver")
+
+# A reply, nothing (drop), or a reply that waits on an upstream.
+Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
 _PLAIN_QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QD=1, AN=0, NS=0, high byte of AR=0
 
@@ -33,11 +39,12 @@ class Handler:
 
     def __init__(
         self, zone: Zone, autopath: AutoPath | None = None, stats: QueryStats | None = None,
-        query_log: QueryLog | None = None,
+        query_log: QueryLog | None = None, forwarding: Forwarding | None = None,
     ) -> None:
         self.zone = zone
         self.autopath = autopath
         self.query_log = query_log
+        self.forwarding = forwarding
         self.stats = stats or QueryStats()
         self._replies = self.stats.replies
         self._index = zone.index  # the same dict for the zone's whole life
@@ -46,10 +53,12 @@ class Handler:
 
     def handle(
         self, data: bytes, tcp: bool = False, client: str = "", port: int = 0
-    ) -> bytes | None:
-        """The reply to ``data`` from ``client`` (IP and port), or None to send nothing.
-        Never raises."""
+    ) -> Reply:
+        """The reply to ``data`` from ``client`` (IP and port), None to send nothing, or a
+        coroutine for a reply that waits on an upstream (the transport awaits it). Never
+        raises."""
         started = perf_counter()
+        reply: Reply
         try:
             try:
                 reply = self._fast_path(data, tcp, client)
@@ -61,6 +70,12 @@ class Handler:
             self._log_bug(exc)
             reply = _servfail(data)
             self._count(tcp, client, 0, SERVFAIL, "")
+        if reply is None or isinstance(reply, bytes):
+            return self._done(reply, data, tcp, client, port, started)
+        return self._timed(reply, data, tcp, client, port, started)
+
+    def _done(self, reply: bytes | None, data: bytes, tcp: bool, client: str, port: int,
+              started: float) -> bytes | None:
         elapsed = perf_counter() - started
         if reply is None:
             self.stats.dropped += 1
@@ -68,6 +83,21 @@ class Handler:
             self.stats.observe(elapsed)
         if self.query_log is not None:
             self.query_log.record(data, reply, tcp, client, port, elapsed)
+        return reply
+
+    async def _timed(self, pending: Coroutine[Any, Any, bytes | None], data: bytes, tcp: bool,
+                     client: str, port: int, started: float) -> bytes | None:
+        try:
+            reply: bytes | None = await pending
+        except Exception as exc:  # a bug in the forwarding path
+            self._log_bug(exc)
+            reply = _servfail(data)
+        return self._done(reply, data, tcp, client, port, started)
+
+    async def _forwarded(self, pending: Pending, qtype: int, tcp: bool,
+                         client: str) -> bytes | None:
+        reply = await pending
+        self._count(tcp, client, qtype, reply[3] & 0x0F if len(reply) > 3 else -1, "forward")
         return reply
 
     def _count(self, tcp: bool, client: str, qtype: int, rcode: int, plugin: str) -> None:
@@ -112,10 +142,17 @@ class Handler:
         return self._reply(data, question_end, answer, size, opt, tcp, client)
 
     def _missing(self, key: bytes, qtype: int, client: str) -> Answer | None:
-        """A name not in the index: dynamic names, NXDOMAIN, or autopath's walk."""
+        """A name not in the index: dynamic names, NXDOMAIN, or autopath's walk; None when
+        the name is not ours to answer (outside the zones, or an NXDOMAIN that falls through
+        to the upstream)."""
         answer = self.zone.lookup_missing(key, qtype)
-        if answer is not None and answer.rcode == NXDOMAIN and self.autopath is not None:
-            return self.autopath.answer(key, qtype, client) or answer
+        if answer is not None and answer.rcode == NXDOMAIN:
+            if self.autopath is not None:
+                walked = self.autopath.answer(key, qtype, client)
+                if walked is not None:
+                    return walked
+            if self.forwarding is not None and self.forwarding.falls_through(key):
+                return None
         return answer
 
     def _reply(
@@ -141,7 +178,7 @@ class Handler:
             return wire.truncate(head, question, body, answer_len, counts, opt, limit)
         return reply
 
-    def _slow_path(self, data: bytes, tcp: bool, client: str) -> bytes | None:
+    def _slow_path(self, data: bytes, tcp: bool, client: str) -> Reply:
         if len(data) < wire.HEADER_LENGTH or data[2] & 0x80:
             return None  # no header to answer, or a response: never reply to those
         if data[2] & 0x78:
@@ -164,6 +201,13 @@ class Handler:
             answer = node[query.qtype]
         else:
             answer = self._missing(key, query.qtype, client)
+        if answer is None and query.qclass == 1 and self.forwarding is not None:
+            forwarded = self.forwarding.answer(data, key, query.qtype, edns, tcp)
+            if isinstance(forwarded, bytes):  # from the cache
+                self._count(tcp, client, query.qtype, forwarded[3] & 0x0F, "cache")
+                return forwarded
+            if forwarded is not None:
+                return self._forwarded(forwarded, query.qtype, tcp, client)
         if answer is None:  # another class, or outside every served zone
             self._count(tcp, client, query.qtype, REFUSED, "")
             return wire.error_reply(data, query, REFUSED)

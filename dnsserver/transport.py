@@ -12,12 +12,14 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("dnsserver.transport")
 
-Handle = Callable[[bytes, bool, str, int], "bytes | None"]  # (message, tcp, IP, port) -> reply
+# (message, tcp, IP, port) -> a reply, None, or a coroutine for a reply that waits on an upstream
+Handle = Callable[[bytes, bool, str, int], "bytes | Coroutine[Any, Any, bytes | None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +32,33 @@ class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, handle: Handle) -> None:
         self._handle = handle
         self._sendto: Callable[..., None] | None = None
+        self._pending: set[asyncio.Task[bytes | None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._sendto = transport.sendto  # type: ignore[attr-defined]  # uvloop's is no subclass
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._sendto = None
+        for task in self._pending:
+            task.cancel()
+
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         reply = self._handle(data, False, addr[0], addr[1])  # type: ignore[arg-type]
-        if reply is not None and self._sendto is not None:
+        if reply is None or self._sendto is None:
+            return
+        if reply.__class__ is bytes:
+            self._sendto(reply, addr)
+            return
+        task = asyncio.get_running_loop().create_task(reply)  # type: ignore[arg-type]
+        self._pending.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(lambda done: self._send_later(done, addr))
+
+    def _send_later(self, task: asyncio.Task[bytes | None], addr: object) -> None:
+        self._pending.discard(task)
+        if task.cancelled() or task.exception() is not None or self._sendto is None:
+            return
+        reply = task.result()
+        if reply is not None:
             self._sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -82,6 +104,7 @@ class TcpProtocol(asyncio.Protocol):
         self._paused = False
         self._client = ""
         self._port = 0
+        self._pending: set[asyncio.Task[bytes | None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -96,6 +119,8 @@ class TcpProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._transport = None
+        for task in self._pending:
+            task.cancel()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -112,8 +137,27 @@ class TcpProtocol(asyncio.Protocol):
             self._last_query = time.monotonic()
             self._connections.touch(self)
             reply = self._handle(message, True, self._client, self._port)
-            if reply is not None:
-                self._transport.write(len(reply).to_bytes(2, "big") + reply)
+            if reply is None:
+                continue
+            if isinstance(reply, bytes):
+                self._write(reply)
+                continue
+            # Waits on an upstream: answered when it replies, out of order (RFC 7766 §6.2.1.1).
+            task = asyncio.get_running_loop().create_task(reply)
+            self._pending.add(task)
+            task.add_done_callback(self._write_later)
+
+    def _write(self, reply: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(len(reply).to_bytes(2, "big") + reply)
+
+    def _write_later(self, task: asyncio.Task[bytes | None]) -> None:
+        self._pending.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            return
+        reply = task.result()
+        if reply is not None:
+            self._write(reply)
 
     def pause_writing(self) -> None:
         if self._transport is not None:

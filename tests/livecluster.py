@@ -26,9 +26,9 @@ Obj = dict[str, Any]
 class ServerProcess:
     """``python -m dnsserver serve ...`` on a free loopback port; its log is collected."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], *, listen: str = "127.0.0.1:0") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dnsserver", "serve", "--listen", "127.0.0.1:0", *args],
+            [sys.executable, "-m", "dnsserver", "serve", "--listen", listen, *args],
             stderr=subprocess.PIPE,
             text=True,
         )

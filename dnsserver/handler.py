@@ -18,12 +18,16 @@ from collections.abc import Coroutine
 from time import perf_counter
 from typing import Any
 
+import dnslib
+
 from dnsserver import wire
 from dnsserver.autopath import AutoPath
+from dnsserver.forward import fit_udp
 from dnsserver.forwarding import Forwarding, Pending
 from dnsserver.metrics import QueryStats
 from dnsserver.querylog import QueryLog
-from zones.records import NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Answer
+from zones import names
+from zones.records import NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Answer
 from zones.zone import Zone
 
 log = logging.getLogger("dnsserver")
@@ -100,6 +104,22 @@ class Handler:
         self._count(tcp, client, qtype, reply[3] & 0x0F if len(reply) > 3 else -1, "forward")
         return reply
 
+    async def _chase(self, data: bytes, query: wire.Query, answer: Answer, tcp: bool,
+                     client: str) -> bytes | None:
+        """An ExternalName's CNAME with its target's records from upstream, as CoreDNS chases
+        it (SPEC §2.7): upstream TTLs; an empty or NXDOMAIN target leaves the CNAME alone."""
+        assert self.forwarding is not None
+        target = dnslib.DNSRecord.question(answer.chase, dnslib.QTYPE.get(query.qtype))
+        target_query = target.pack()
+        key = names.to_wire(answer.chase)
+        pending = self.forwarding.answer(target_query, key, query.qtype, None, True)
+        upstream = pending if pending is None or isinstance(pending, bytes) else await pending
+        self._count(tcp, client, query.qtype, 0, "kubernetes")
+        reply = chased_reply(data, query, answer.chase, self.zone.ttl, upstream)
+        if tcp:
+            return reply
+        return fit_udp(reply, wire.udp_limit(query.edns.udp_size if query.edns else None))
+
     def _count(self, tcp: bool, client: str, qtype: int, rcode: int, plugin: str) -> None:
         self._replies[(tcp, ":" in client, qtype, rcode, plugin)] += 1
 
@@ -137,7 +157,7 @@ class Handler:
         key = data[12 : end + 1].lower()
         node = self._index.get(key)
         answer = node[qtype] if node is not None else self._missing(key, qtype, client)
-        if answer is None:
+        if answer is None or answer.chase:  # not ours, or a CNAME to finish upstream
             return None
         return self._reply(data, question_end, answer, size, opt, tcp, client)
 
@@ -159,7 +179,7 @@ class Handler:
         self, data: bytes, question_end: int, answer: Answer, size: int | None, opt: bytes,
         tcp: bool, client: str,
     ) -> bytes:
-        rcode, aa, counts, counts_edns, body, soa, _ancount, answer_len, variants = answer
+        rcode, aa, counts, counts_edns, body, soa, _ancount, answer_len, variants, _chase = answer
         qtype = data[question_end - 4] << 8 | data[question_end - 3]
         self._replies[(tcp, ":" in client, qtype, rcode, "kubernetes")] += 1
         head = data[:2] + bytes((0x80 | aa | (data[2] & 0x01), rcode | (data[3] & 0x10)))
@@ -211,6 +231,8 @@ class Handler:
         if answer is None:  # another class, or outside every served zone
             self._count(tcp, client, query.qtype, REFUSED, "")
             return wire.error_reply(data, query, REFUSED)
+        if answer.chase and self.forwarding is not None:
+            return self._chase(data, query, answer, tcp, client)
         if edns is None:
             return self._reply(data, query.question_end, answer, None, b"", tcp, client)
         opt = wire.opt_record(edns.udp_size, int(edns.do))
@@ -228,3 +250,31 @@ def _servfail(data: bytes) -> bytes | None:
     if len(data) < wire.HEADER_LENGTH or data[2] & 0x80:
         return None
     return wire.header_only(data, SERVFAIL)
+
+
+def chased_reply(
+    data: bytes, query: wire.Query, target: str, ttl: int, upstream: bytes | None
+) -> bytes:
+    """The reply to ``data``: ``CNAME target`` followed by the answer records of the
+    ``upstream`` reply for the target. Slow path: dnslib assembles it."""
+    records = []
+    if upstream is not None:
+        try:
+            parsed = dnslib.DNSRecord.parse(upstream)
+        except (dnslib.DNSError, IndexError, ValueError):
+            parsed = None
+        if parsed is not None and parsed.header.rcode in (NOERROR, NXDOMAIN):
+            records = parsed.rr
+    owner = dnslib.DNSLabel(wire.split_name(query.name))  # as asked: the client's case
+    reply = dnslib.DNSRecord(
+        dnslib.DNSHeader(id=int.from_bytes(data[:2], "big"), qr=1, aa=1, rd=data[2] & 1,
+                         cd=(data[3] >> 4) & 1),
+        q=dnslib.DNSQuestion(owner, query.qtype, query.qclass),
+    )
+    reply.add_answer(dnslib.RR(owner, dnslib.QTYPE.CNAME, ttl=ttl, rdata=dnslib.CNAME(target)))
+    for record in records:
+        reply.add_answer(record)
+    if query.edns is not None:
+        reply.add_ar(dnslib.EDNS0(udp_len=max(query.edns.udp_size, 512),
+                                  flags="do" if query.edns.do else ""))
+    return bytes(reply.pack())

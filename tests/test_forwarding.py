@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dns.flags
+import dns.rdatatype
 import dns.message
 import dns.query
 import dns.rcode
@@ -208,3 +209,23 @@ def _free_port() -> int:
 
 def _expect(actual: object, expected: object) -> None:
     assert actual == expected
+
+
+def test_external_name_target_is_chased_upstream(server: ServerProcess) -> None:
+    """search.shop is an ExternalName for search.example.com: CNAME plus the upstream's A,
+    as CoreDNS answers (stub resolvers do not chase CNAMEs themselves)."""
+    reply = ask(server.port, "Search.Shop.svc.cluster.local")
+    lines = sorted(rrset.to_text() for rrset in reply.answer)
+    assert lines[0] == "Search.Shop.svc.cluster.local. 5 IN CNAME search.example.com."
+    assert lines[1].startswith("search.example.com. ") and lines[1].endswith(" IN A 192.0.2.7")
+    assert 0 < reply.answer[1].ttl <= 60  # the upstream's TTL (counted down by the cache)
+    assert [rrset.rdtype for rrset in reply.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+    assert reply.flags & dns.flags.AA
+    # the CNAME query type itself is answered from the zone alone
+    cname = ask(server.port, "search.shop.svc.cluster.local", "CNAME")
+    assert [rrset.to_text() for rrset in cname.answer] == [
+        "search.shop.svc.cluster.local. 5 IN CNAME search.example.com."]
+    # an empty upstream answer leaves the CNAME alone (NOERROR)
+    aaaa = ask(server.port, "search.shop.svc.cluster.local", "AAAA")
+    assert dns.rcode.to_text(aaaa.rcode()) == "NOERROR"
+    assert [rrset.rdtype for rrset in aaaa.answer] == [dns.rdatatype.CNAME]

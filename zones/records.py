@@ -73,6 +73,7 @@ class Answer(NamedTuple):
     ancount: int
     answer_len: int
     variants: tuple[bytes, ...] = ()  # loadbalance: bodies with the answer records rotated
+    chase: str = ""  # a CNAME to a name outside the zones, whose records the server must fetch
 
 
 MAX_ROTATIONS = 8
@@ -207,6 +208,9 @@ def encode(
     answer, additional = section_records(rrsets, qtype, origin.ttl, QNAME_POINTER, chase)
     if not answer:
         return origin.nodata
+    if rrsets.cname and qtype in (A, AAAA) and len(answer) == 1:
+        # A CNAME to a name outside the zones: the server finishes the answer upstream.
+        return positive(answer)._replace(chase=rrsets.cname)
     rotate = origin.loadbalance and qtype in (A, AAAA)
     return positive(answer, additional, name_length, rotate)
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dns.flags
-import dns.rdatatype
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import pytest
 from livecluster import ServerProcess, eventually
 from upstream import FakeUpstream

@@ -9,8 +9,9 @@ Better than CoreDNS (SPEC §3.6, §7 #4):
 - the client pod is found by any of its ``podIPs``, and only when that is certain: hostNetwork
   pods (sharing the node's IP) and pods that are not running never count, and when live pods of
   two namespaces claim one IP we do not guess;
-- the walk stops at the first name that EXISTS, whatever the qtype, so A and AAAA get the same
-  CNAME (a NODATA there is a CNAME with no further records, never a different rcode);
+- the walk stops at the first name that EXISTS, whatever the qtype, so A and AAAA agree: both
+  NOERROR (a name that exists without records of the type is NODATA for the asked name, as in
+  CoreDNS, so a glibc client walks on exactly as it would without autopath);
 - outcomes, negative ones included, are cached until the zone changes.
 
 The last step (the name as written) is answered only when it is in a served zone: names
@@ -92,18 +93,26 @@ class AutoPath:
                     continue
                 if found.rcode == SERVFAIL:  # not synced: let the normal answer say so
                     return None
-                return self._cname_answer(candidate, qtype)
+                return self._cname_answer(key, candidate, qtype)
             return None
         return None
 
-    def _cname_answer(self, target: bytes, qtype: int) -> Answer:
-        """``CNAME <question> -> target`` and the target's records, owned by the target."""
+    def _cname_answer(self, asked: bytes, target: bytes, qtype: int) -> Answer | None:
+        """``CNAME <question> -> target`` and the target's records, owned by the target.
+
+        When the target has no records of the type, NODATA for the asked name, as CoreDNS
+        answers: a CNAME would end a glibc client's search where its own walk would go on
+        (``shop`` finding the namespace ``shop.svc.<zone>`` and stopping short of a host
+        domain), and NODATA is still NOERROR for A and AAAA alike.
+        """
         rrsets = self.zone.rrsets_at(target)
         ttl = self.zone.ttl
         records: list[bytes] = []
         extra: list[bytes] = []
         if rrsets is not None and qtype != CNAME:
             records, extra = section_records(rrsets, qtype, ttl, target, self.zone.chase)
+            if not records:
+                return self.zone.nodata_for(asked)
         cname = rr(b"\xc0\x0c", CNAME, ttl, name_wire(names.from_wire(target)))
         return positive([cname, *records], extra)
 

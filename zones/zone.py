@@ -200,6 +200,11 @@ class Zone:
                     return encode(node.rrsets, qtype, node.origin, self.chase, len(wire))
         return self._nxdomain(origin)
 
+    def nodata_for(self, wire: bytes) -> Answer | None:
+        """The NODATA answer of the zone holding ``wire`` (None outside the zones)."""
+        found = self._find_origin(wire)
+        return found[0].nodata if found is not None else None
+
     def answer(self, name: str, qtype: int) -> Answer | None:
         """:meth:`lookup` for a dotted name (tests and tools)."""
         return self.lookup(names.to_wire(name), qtype)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import random
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from dnsserver import forwarding, kube, manifests, resolvconf
 from dnsserver.autopath import AutoPath
-from dnsserver.config import Config, split_host_port
+from dnsserver.config import Config, ConfigError, split_host_port
 from dnsserver.handler import Handler
 from dnsserver.metrics import Metrics
 from dnsserver.ops import OpsServer
@@ -47,34 +49,31 @@ def source_of(config: Config) -> Path | None:
 class DnsServer:
     """One server: call :meth:`start`, then :meth:`stop` (or :meth:`run` until a signal)."""
 
-    def __init__(self, config: Config, objects: Sequence[model.ClusterObject] | None = None):
+    def __init__(
+        self, config: Config, objects: Sequence[model.ClusterObject] | None = None,
+        reloader: Reloader | None = None,
+    ) -> None:
+        """``reloader`` reads the configuration (and manifests) again, for SIGHUP and the
+        Corefile's ``reload``."""
         self.config = config
         self.kube: kube.KubeSource | None = None
-        dns_ips = [host for host, _ in config.listen if host not in ("0.0.0.0", "::")]
-        self.zone = Zone(config.zones, ttl=config.ttl, pods=config.pods, dns_ips=dns_ips,
-                         reverse=bool(config.reverse_zones), loadbalance=config.loadbalance)
-        self.autopath: AutoPath | None = None
-        if config.autopath:
-            domains = config.search_domains
-            if domains is None:  # the host's, as kubelet appends them to pods' search lists
-                domains = _host_search_domains(Path("/etc/resolv.conf"))
-            self.autopath = AutoPath(self.zone, domains)
+        self._reloader = reloader
+        self.zone = _make_zone(config)
+        self.autopath = _make_autopath(config, self.zone)
         first = config.listen[0]
         self.metrics = Metrics(server=f"dns://{_format_address(first)}")
-        query_log = QueryLog(config.log) if config.log is not None else None
-        self.handler = Handler(self.zone, self.autopath, self.metrics.queries, query_log)
-        if self.autopath is not None:
-            self.metrics.add_source(self._autopath_metrics)
-        limits = Limits(config.tcp_idle_timeout, config.max_tcp_connections)
-        self.listeners = DnsListeners(self.handler.handle, limits)
-        self.ops = OpsServer(
-            health=_address(config.health.address) if config.health else None,
-            ready=_address(config.ready_address), metrics=_address(config.prometheus_address),
-            readiness=self.unready_reason, registry=self.metrics.registry,
-        )
+        self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config))
+        self.metrics.add_source(self._autopath_metrics)
+        self.metrics.add_source(self._forwarding_metrics)
+        self.listeners = DnsListeners(self.handler.handle, _limits(config))
+        self.ops = _make_ops(config, self.unready_reason, self.metrics)
         self.lame_duck = False
+        self.reload_failures = 0
         self.forwarding: forwarding.Forwarding | None = None
         self._stopping = asyncio.Event()
+        self._now = asyncio.Event()
+        self._api: object | None = None
+        self._tasks: set[asyncio.Task[bool]] = set()
         if objects is not None:
             self.load(objects)
 
@@ -103,12 +102,21 @@ class DnsServer:
         return None if self.zone.synced else "kubernetes"
 
     def _autopath_metrics(self) -> Iterator[Metric]:
-        assert self.autopath is not None
+        if self.autopath is None:
+            return
         family = CounterMetricFamily(
             "coredns_autopath_success", "Counter of requests that did autopath.",
             labels=["server"])
         family.add_metric([self.metrics.collector.server], self.autopath.successes)
         yield family
+
+    def _forwarding_metrics(self) -> Iterator[Metric]:
+        if self.forwarding is not None:
+            yield from self.forwarding.metrics()
+        failed = CounterMetricFamily("coredns_reload_failed", "Counter of the number of "
+                                     "failed reload attempts.")
+        failed.add_metric([], self.reload_failures)
+        yield failed
 
     async def start(self, api: object | None = None) -> None:
         """Listen first (answering SERVFAIL for unknown names until synced), then follow ``api``."""
@@ -116,10 +124,9 @@ class DnsServer:
         self.metrics.collector.server = f"dns://{_format_address(self.addresses[0])}"
         # Upstreams are checked against the addresses actually bound: one of them is a loop.
         self.forwarding = forwarding.build(self.config, self.addresses)
-        if self.forwarding is not None:
-            self.handler.forwarding = self.forwarding
-            self.metrics.add_source(self.forwarding.metrics)
+        self.handler.forwarding = self.forwarding
         await self.ops.start()
+        self._api = api
         if api is not None:
             options = kube.Options(
                 inactivity_timeout=self.config.watch_inactivity_timeout,
@@ -140,6 +147,85 @@ class DnsServer:
             await self.forwarding.close()
         await self.ops.stop()
 
+    # -- reload ---------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the configuration (and manifests) again and apply them."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> bool:
+        """Apply the configuration the reloader reads now; on any error keep the running one."""
+        if self._reloader is None:
+            return False
+        try:
+            config, objects = self._reloader()
+            await self.reconfigure(config, objects)
+        except (ConfigError, manifests.ManifestError, OSError, ValueError) as exc:
+            self.reload_failures += 1
+            log.error("reload failed, the running configuration stays: %s", exc)
+            return False
+        log.info("reloaded the configuration")
+        return True
+
+    async def reconfigure(
+        self, new: Config, objects: Sequence[model.ClusterObject] | None = None
+    ) -> None:
+        """Switch to ``new`` without dropping queries or going unready: what changed is built
+        beside what runs, then swapped in between two queries (the event loop runs both)."""
+        old = self.config
+        zone = self.zone
+        if _zone_shape(old) != _zone_shape(new):
+            zone = _make_zone(new)
+            with zone.batch():
+                source = objects if objects is not None else list(self.zone.objects())
+                for kind in (model.Namespace, model.Service, model.EndpointSlice, model.Pod):
+                    zone.reconcile(kind, source)
+            zone.synced = self.zone.synced
+            if self.kube is not None:
+                self.kube.retarget(zone)  # events from now on change the new zone
+        elif objects is not None:
+            with zone.batch():
+                for kind in (model.Namespace, model.Service, model.EndpointSlice, model.Pod):
+                    zone.reconcile(kind, objects)
+        autopath = self.autopath
+        if zone is not self.zone or (old.autopath, old.search_domains) != (
+            new.autopath, new.search_domains
+        ):
+            autopath = _make_autopath(new, zone)
+        self.zone, self.autopath, self.config = zone, autopath, new
+        self.handler.use(zone, autopath, _query_log(new))
+        await self.listeners.update(list(new.listen), _limits(new))
+        if _forwarding_shape(old) != _forwarding_shape(new):
+            previous = self.forwarding
+            self.forwarding = forwarding.build(new, self.addresses)
+            self.handler.forwarding = self.forwarding
+            if previous is not None:
+                await previous.close()
+        if _ops_shape(old) != _ops_shape(new):
+            await self.ops.stop()
+            self.ops = _make_ops(new, self.unready_reason, self.metrics)
+            await self.ops.start()
+
+    async def _watch_corefile(self) -> None:
+        """The Corefile's ``reload``: poll its SHA512 every interval ± jitter (CoreDNS)."""
+        config = self.config
+        if config.reload is None or config.corefile is None:
+            return
+        path = config.corefile
+        digest = _digest(path)
+        while not self._stopping.is_set():
+            reload = self.config.reload or config.reload
+            delay = reload.interval + random.uniform(-reload.jitter, reload.jitter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), max(1.0, delay))
+            current = _digest(path)
+            if current != digest and current is not None:
+                digest = current
+                log.info("%s changed; reloading", path)
+                await self.reload()
+
     def request_stop(self) -> None:
         """First call: lame duck (if configured), then stop; a second call stops at once."""
         if self._stopping.is_set():
@@ -154,11 +240,12 @@ class DnsServer:
            it early;
         2. stop following the API, close DNS listeners and connections, close HTTP.
         """
-        self._now = asyncio.Event()
         await self.start(api)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        watcher = loop.create_task(self._watch_corefile())
         where = ", ".join(_format_address(a) for a in self.addresses)
         log.info("serving %s (%s) from %s on %s, udp and tcp",
                  ", ".join(self.zone.origins[:1]), _summary(self.zone), describe, where)
@@ -172,6 +259,7 @@ class DnsServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._now.wait(), lameduck)
         log.info("shutting down")
+        watcher.cancel()
         await self.stop()
 
 
@@ -207,3 +295,60 @@ def _address(text: str | None) -> tuple[str, int] | None:
     if text is None:
         return None
     return split_host_port(text)
+
+
+Reloader = Callable[[], tuple[Config, "Sequence[model.ClusterObject] | None"]]
+
+
+def _make_zone(config: Config) -> Zone:
+    dns_ips = [host for host, _ in config.listen if host not in ("0.0.0.0", "::")]
+    return Zone(config.zones, ttl=config.ttl, pods=config.pods, dns_ips=dns_ips,
+                reverse=bool(config.reverse_zones), loadbalance=config.loadbalance)
+
+
+def _make_autopath(config: Config, zone: Zone) -> AutoPath | None:
+    if not config.autopath:
+        return None
+    domains = config.search_domains
+    if domains is None:  # the host's, as kubelet appends them to pods' search lists
+        domains = _host_search_domains(Path("/etc/resolv.conf"))
+    return AutoPath(zone, domains)
+
+
+def _make_ops(config: Config, readiness: Callable[[], str | None], metrics: Metrics) -> OpsServer:
+    return OpsServer(
+        health=_address(config.health.address) if config.health else None,
+        ready=_address(config.ready_address), metrics=_address(config.prometheus_address),
+        readiness=readiness, registry=metrics.registry,
+    )
+
+
+def _query_log(config: Config) -> QueryLog | None:
+    return QueryLog(config.log) if config.log is not None else None
+
+
+def _limits(config: Config) -> Limits:
+    return Limits(config.tcp_idle_timeout, config.max_tcp_connections)
+
+
+def _zone_shape(config: Config) -> tuple[object, ...]:
+    """What the zone is built from: a change means a new zone."""
+    return (config.zones, config.ttl, config.pods, config.reverse_zones, config.loadbalance,
+            tuple(host for host, _ in config.listen))
+
+
+def _forwarding_shape(config: Config) -> tuple[object, ...]:
+    return (config.forward, config.stub_domains, config.cache, config.fallthrough,
+            config.fallthrough_zones, config.reverse_zones)
+
+
+def _ops_shape(config: Config) -> tuple[object, ...]:
+    return (config.health.address if config.health else None, config.ready_address,
+            config.prometheus_address)
+
+
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha512(path.read_bytes()).digest()
+    except OSError:
+        return None

@@ -32,6 +32,7 @@ from dnsserver.config import (
     parse_zone,
     split_host_port,
 )
+from zones import model
 from zones.model import PodsMode
 
 log = logging.getLogger("dnsserver")
@@ -228,10 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from(args)
     except (ConfigError, OSError) as exc:
         parser.error(str(exc))
-    return serve(config)
+    return serve(config, args)
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, args: argparse.Namespace) -> int:
     source = app.source_of(config)
     api = None
     try:
@@ -245,7 +246,15 @@ def serve(config: Config) -> int:
     except (manifests.ManifestError, kube.KubeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    server = app.DnsServer(config, objects)
+    def reload() -> tuple[Config, list[model.ClusterObject] | None]:
+        """SIGHUP or a changed Corefile: the flags as typed, the Corefile and manifests anew."""
+        new = config_from(args)
+        new_source = app.source_of(new)
+        if (new_source is None) != (source is None):
+            raise ConfigError("switching between manifests and the Kubernetes API needs a restart")
+        return new, manifests.load(new_source) if new_source is not None else None
+
+    server = app.DnsServer(config, objects, reload)
     try:
         _run(server.run(describe, api))
     except OSError as exc:

@@ -78,6 +78,11 @@ class Handler:
             return self._done(reply, data, tcp, client, port, started)
         return self._timed(reply, data, tcp, client, port, started)
 
+    def use(self, zone: Zone, autopath: AutoPath | None, query_log: QueryLog | None) -> None:
+        """Answer from another zone from the next query on (a reload)."""
+        self.zone, self._index = zone, zone.index
+        self.autopath, self.query_log = autopath, query_log
+
     def _done(self, reply: bytes | None, data: bytes, tcp: bool, client: str, port: int,
               started: float) -> bytes | None:
         elapsed = perf_counter() - started

@@ -375,6 +375,7 @@ class KubeSource:
         resources = [NAMESPACES, SERVICES, ENDPOINT_SLICES] + ([PODS] if pods else [])
         self.reflectors: list[Reflector] = []
         ops = ZoneOps(zone, self.reflectors, self._synced, programming)
+        self._ops = ops
         def post(callback: Callable[[], None]) -> None:
             loop.call_soon_threadsafe(callback)
 
@@ -382,6 +383,11 @@ class KubeSource:
             Reflector(r, api, post, ops, options or Options()) for r in resources
         )
         self._started = 0.0
+
+    def retarget(self, zone: Zone) -> None:
+        """Apply events to ``zone`` from now on (a reload built a new one from the old)."""
+        self.zone = zone
+        self._ops.zone = zone
 
     def start(self) -> None:
         self._started = time.monotonic()

@@ -1,8 +1,10 @@
 """The ``cluster_dns`` pytest plugin, run the way an application's test suite runs it.
 
-Each test writes a small test file and runs pytest on it in-process (``pytester``) with
-``-p dnsserver.pytest_plugin``; entry-point autoloading is switched off so the plugin is
+Each test writes a small test file and runs pytest on it in a fresh process (``pytester``)
+with ``-p dnsserver.pytest_plugin``; entry-point autoloading is switched off so the plugin is
 registered once whether or not the package is installed with its ``pytest11`` entry point.
+(In-process runs would re-import modules between runs, which libyaml's C loader does not
+survive; a real test suite imports them once.)
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ pytest_plugins = ["pytester"]
 @pytest.fixture
 def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     return pytester
 
 
 def run_plugin(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("-p", "dnsserver.pytest_plugin", "-p", "no:cacheprovider", *args)
+    return pytester.runpytest_subprocess(
+        "-p", "dnsserver.pytest_plugin", "-p", "no:cacheprovider", *args
+    )
 
 
 def test_marker_manifests_and_resolution(run: pytest.Pytester) -> None:

@@ -9,6 +9,7 @@ that stops reading its replies stops being read (back-pressure), so it cannot fi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -63,6 +64,100 @@ class UdpProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)  # ICMP errors from clients that went away
+
+
+Address = tuple[Any, ...]
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python names it from 3.12
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+class WildcardUdp:
+    """UDP on a wildcard address, answering from the address each query was sent to.
+
+    A socket bound to 0.0.0.0 sends from whatever address the route picks, so on a host with
+    several addresses a reply can come from another address than the query went to, and the
+    client drops it. The destination of each query is read with ``IP_PKTINFO`` /
+    ``IPV6_PKTINFO`` and the reply is sent from it, as CoreDNS's library does.
+    """
+
+    BATCH = 64  # datagrams read per wake-up
+
+    def __init__(self, handle: Handle, host: str, port: int) -> None:
+        family = _family(host or "0.0.0.0")
+        self._handle = handle
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+                self._level, self._kind = socket.IPPROTO_IPV6, socket.IPV6_PKTINFO
+            else:
+                self._sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                self._level, self._kind = socket.IPPROTO_IP, IP_PKTINFO
+            self._sock.bind((host or "0.0.0.0", port))
+            self._sock.setblocking(False)
+        except OSError:
+            self._sock.close()
+            raise
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+        self._pending: set[asyncio.Task[bytes | None]] = set()
+        self._closed = False
+
+    def _readable(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                data, ancillary, _flags, addr = self._sock.recvmsg(65535, 256)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # ICMP errors of earlier replies surface here
+                log.debug("udp error: %s", exc)
+                continue
+            source = self._source(ancillary)
+            reply = self._handle(data, False, addr[0], addr[1])
+            if reply is None:
+                continue
+            if isinstance(reply, bytes):
+                self._send(reply, addr, source)
+                continue
+            task = self._loop.create_task(reply)
+            self._pending.add(task)
+            task.add_done_callback(functools.partial(self._send_later, addr=addr, source=source))
+
+    def _source(self, ancillary: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+        """The control message that makes the reply leave from the query's destination."""
+        for level, kind, value in ancillary:
+            if level == self._level and kind == self._kind:
+                if kind == IP_PKTINFO and len(value) >= 12:  # ifindex, spec_dst, addr
+                    return [(level, kind, b"\x00" * 4 + value[8:12] + b"\x00" * 4)]
+                if len(value) >= 20:  # in6_pktinfo: addr, ifindex
+                    return [(level, kind, value[:20])]
+        return []
+
+    def _send(self, reply: bytes, addr: Address, source: list[tuple[int, int, bytes]]) -> None:
+        if self._closed:
+            return
+        try:
+            self._sock.sendmsg([reply], source, 0, addr)
+        except OSError as exc:  # a full buffer or a vanished route: UDP clients retry
+            log.debug("udp send failed: %s", exc)
+
+    def _send_later(self, task: asyncio.Task[bytes | None], *, addr: Address,
+                    source: list[tuple[int, int, bytes]]) -> None:
+        self._pending.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            return
+        reply = task.result()
+        if reply is not None:
+            self._send(reply, addr, source)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._sock.fileno())
+        for task in self._pending:
+            task.cancel()
+        self._sock.close()
 
 
 class TcpConnections:
@@ -194,7 +289,9 @@ class DnsListeners:
     def __init__(self, handle: Handle, limits: Limits | None = None) -> None:
         self._handle = handle
         self.connections = TcpConnections(limits or Limits())
-        self._open: dict[tuple[str, int], tuple[asyncio.Server, asyncio.DatagramTransport]] = {}
+        self._open: dict[
+            tuple[str, int], tuple[asyncio.Server, asyncio.DatagramTransport | WildcardUdp]
+        ] = {}
         self._bound: dict[tuple[str, int], tuple[str, int]] = {}  # configured -> bound
 
     @property
@@ -222,11 +319,15 @@ class DnsListeners:
             family=_family(host), reuse_address=True, backlog=1024,
         )
         bound_port = tcp.sockets[0].getsockname()[1]
+        udp: asyncio.DatagramTransport | WildcardUdp
         try:
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self._handle), local_addr=(host, bound_port),
-                family=_family(host),
-            )
+            if host in WILDCARDS:
+                udp = WildcardUdp(self._handle, host, bound_port)
+            else:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: UdpProtocol(self._handle), local_addr=(host, bound_port),
+                    family=_family(host),
+                )
         except OSError:
             tcp.close()
             raise

@@ -45,7 +45,7 @@ class ServerProcess:
             if not line:
                 break
             self.log.append(line)
-            found = re.search(r" on 127\.0\.0\.1:(\d+), udp and tcp", line)
+            found = re.search(r" on [0-9.]+:(\d+), udp and tcp", line)
             if found:
                 return int(found.group(1))
         self.process.kill()

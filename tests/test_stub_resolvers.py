@@ -25,7 +25,7 @@ out its whole timeout (5 s, resending at 2.5 s), so only two musl cases meet it,
 with ``timeout:1``.
 
 Last, a server as it runs in a pod, on ``0.0.0.0:53``, in a namespace with two addresses:
-asked at its second address it must answer from that address (strict xfail: it does not yet).
+asked at its second address it must answer from that address.
 
 Needs root and ``ip`` (iproute2); ``cc`` and ``musl-gcc`` (musl-tools) for the C resolvers.
 Without them the tests skip and say why (``pytest -rs``); ``REQUIRE_NETNS=1`` makes that a
@@ -538,12 +538,6 @@ def test_server_listening_on_all_addresses(wildcard: Cluster, program: str) -> N
                             "kubernetes.default.svc.cluster.local."], lookup
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="a server on 0.0.0.0 sends UDP replies from the address the route picks "
-           "(10.123.0.1), not the one asked (10.123.0.10): dnsserver/transport.py reads and "
-           "answers datagrams without IP_PKTINFO, so the client drops the replies and times out",
-)
 @pytest.mark.parametrize("program", ["glibc", "musl"])
 def test_server_on_all_addresses_answers_from_the_address_asked(wildcard: Cluster,
                                                                 program: str) -> None:

@@ -8,6 +8,7 @@ manifest is reported clearly instead of being served half-understood.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -78,7 +79,7 @@ def endpoint_slice(obj: Mapping[str, Any]) -> model.EndpointSlice:
         raise ConversionError(f"addressType {address_type!r} is not IPv4, IPv6 or FQDN")
     return model.EndpointSlice(
         namespace=namespace, name=name,
-        service_name=str(labels.get(SERVICE_NAME_LABEL) or ""),
+        service_name=sys.intern(str(labels.get(SERVICE_NAME_LABEL) or "").lower()),
         endpoints=endpoints, ports=_slice_ports(obj.get("ports") or []),
         trigger_time=_timestamp(annotations.get(TRIGGER_TIME_ANNOTATION)),
     )
@@ -124,7 +125,8 @@ def _metadata(obj: Mapping[str, Any]) -> tuple[str, str]:
     ns = meta.get("namespace") or "default"
     if not isinstance(ns, str):
         raise ConversionError("metadata.namespace must be a string")
-    return ns.lower(), name.lower()
+    # Namespace names repeat across thousands of objects: one string each.
+    return sys.intern(ns.lower()), name.lower()
 
 
 def _mapping(value: object, field: str) -> Mapping[str, Any]:
@@ -164,10 +166,10 @@ def _service_ports(spec: Mapping[str, Any]) -> tuple[model.Port, ...]:
     ports = []
     for i, raw_item in enumerate(raw):
         item = _mapping(raw_item, f"spec.ports[{i}]")
-        ports.append(model.Port(
-            name=str(item.get("name") or "").lower(),
-            protocol=_protocol(item.get("protocol"), f"spec.ports[{i}]"),
-            port=_port_number(item.get("port"), f"spec.ports[{i}]"),
+        ports.append(_port(
+            str(item.get("name") or "").lower(),
+            _protocol(item.get("protocol"), f"spec.ports[{i}]"),
+            _port_number(item.get("port"), f"spec.ports[{i}]"),
         ))
     return tuple(ports)
 
@@ -180,12 +182,30 @@ def _slice_ports(raw: object) -> tuple[model.Port, ...]:
         item = _mapping(raw_item, f"ports[{i}]")
         if item.get("port") is None:  # nil port: "all ports", which has no SRV form
             continue
-        ports.append(model.Port(
-            name=str(item.get("name") or "").lower(),
-            protocol=_protocol(item.get("protocol"), f"ports[{i}]"),
-            port=_port_number(item.get("port"), f"ports[{i}]"),
+        ports.append(_port(
+            str(item.get("name") or "").lower(),
+            _protocol(item.get("protocol"), f"ports[{i}]"),
+            _port_number(item.get("port"), f"ports[{i}]"),
         ))
-    return tuple(ports)
+    if len(_PORT_TUPLES) > _MAX_SHARED:
+        _PORT_TUPLES.clear()
+    return _PORT_TUPLES.setdefault(tuple(ports), tuple(ports))
+
+
+# Most slices carry the same few ports: share the objects (bounded by the distinct ports).
+_PORTS: dict[tuple[str, str, int], model.Port] = {}
+_PORT_TUPLES: dict[tuple[model.Port, ...], tuple[model.Port, ...]] = {}
+_MAX_SHARED = 10_000
+
+
+def _port(name: str, protocol: str, number: int) -> model.Port:
+    key = (name, protocol, number)
+    port = _PORTS.get(key)
+    if port is None:
+        if len(_PORTS) > _MAX_SHARED:
+            _PORTS.clear()
+        port = _PORTS[key] = model.Port(sys.intern(name), protocol, number)
+    return port
 
 
 def _ready_endpoint(item: object, index: int) -> model.Endpoint | None:

@@ -15,6 +15,7 @@ import re
 from dnsserver import wire
 from dnsserver.config import LogConfig, name_in_zone
 from dnsserver.metrics import NAMED_TYPES, RCODES
+from zones import names
 
 log = logging.getLogger("dnsserver.query")
 
@@ -62,7 +63,7 @@ class QueryLog:
 
 
 def _text_name(raw: bytes) -> str:
-    labels = wire.split_name(raw)
+    labels = names.wire_labels(raw)
     return ".".join(label.decode("ascii", "replace") for label in labels) + "."
 
 

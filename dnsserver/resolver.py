@@ -376,14 +376,18 @@ class _GlibcRound:
     got_somewhere: bool = False  # a reply or a timeout; only refusals leave it False
 
 
-class _Glibc:
-    """glibc's ``__res_context_search`` over ``__res_context_query`` and ``send_dg``."""
+class _Search:
+    """One lookup of ``name`` for ``qtypes``: the steps a libc's search takes."""
 
     def __init__(self, config: ResolverConfig, name: str, qtypes: tuple[str, ...]) -> None:
         self.config = config
         self.name = name
         self.qtypes = qtypes
         self.steps: list[Step] = []
+
+
+class _Glibc(_Search):
+    """glibc's ``__res_context_search`` over ``__res_context_query`` and ``send_dg``."""
 
     def search(self) -> Resolution:
         """``__res_context_search`` (res_query.c:329-524 at 05dec22d), step by step.
@@ -599,14 +603,8 @@ def _is_referral(reply: dns.message.Message) -> bool:
 # -- musl ----------------------------------------------------------------------------------
 
 
-class _Musl:
+class _Musl(_Search):
     """musl's ``name_from_dns_search`` over ``name_from_dns`` and ``__res_msend_rc``."""
-
-    def __init__(self, config: ResolverConfig, name: str, qtypes: tuple[str, ...]) -> None:
-        self.config = config
-        self.name = name
-        self.qtypes = qtypes
-        self.steps: list[Step] = []
 
     def search(self) -> Resolution:
         """``name_from_dns_search`` (lookup_name.c, SPEC: lines 143-232 at 86373b49).

@@ -136,16 +136,6 @@ def _read_additional(cursor: Cursor) -> Edns | None:
     return Edns(udp_size=rclass, version=extended[1], do=bool(extended[2] & 0x80))
 
 
-def split_name(raw: bytes) -> list[bytes]:
-    """The labels of an uncompressed wire name (as :func:`parse_query` returns it)."""
-    labels = []
-    offset = 0
-    while offset < len(raw) and raw[offset]:
-        labels.append(raw[offset + 1 : offset + 1 + raw[offset]])
-        offset += 1 + raw[offset]
-    return labels
-
-
 def udp_limit(edns_size: int | None) -> int:
     """The largest UDP reply the client accepts: 512 without EDNS, else what it advertised."""
     if edns_size is None:

@@ -125,6 +125,7 @@ class DnsServer:
         # Upstreams are checked against the addresses actually bound: one of them is a loop.
         self.forwarding = forwarding.build(self.config, self.addresses)
         self.handler.forwarding = self.forwarding
+        self._connect_autopath()
         await self.ops.start()
         self._api = api
         if api is not None:
@@ -203,10 +204,17 @@ class DnsServer:
             self.handler.forwarding = self.forwarding
             if previous is not None:
                 await previous.close()
+        self._connect_autopath()
         if _ops_shape(old) != _ops_shape(new):
             await self.ops.stop()
             self.ops = _make_ops(new, self.unready_reason, self.metrics)
             await self.ops.start()
+
+    def _connect_autopath(self) -> None:
+        """Let autopath walk on to names the forwarder answers."""
+        if self.autopath is not None:
+            self.autopath.upstream = self.forwarding.serves if self.forwarding else None
+            self.autopath.forget()
 
     async def _watch_corefile(self) -> None:
         """The Corefile's ``reload``: poll its SHA512 every interval ± jitter (CoreDNS)."""

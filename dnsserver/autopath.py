@@ -14,14 +14,16 @@ Better than CoreDNS (SPEC §3.6, §7 #4):
   CoreDNS, so a glibc client walks on exactly as it would without autopath);
 - outcomes, negative ones included, are cached until the zone changes.
 
-The last step (the name as written) is answered only when it is in a served zone: names
-outside go to the client's own resolver as before (the forwarder plugs in here later).
+Steps outside the served zones (host search domains, the name as written) are asked of the
+forwarder when there is one: the first of them ends the walk, and its answer is the reply
+(CNAME and records, or its NXDOMAIN/NODATA for the asked name). Without a forwarder the walk
+covers the served zones only, and the client goes on by itself.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from zones import names
 from zones.records import (
@@ -40,8 +42,14 @@ CACHE_SIZE = 10_000
 
 
 class AutoPath:
-    def __init__(self, zone: Zone, search_domains: Sequence[str] = ()) -> None:
+    def __init__(
+        self, zone: Zone, search_domains: Sequence[str] = (),
+        upstream: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        """``upstream`` says whether the forwarder answers a name outside the zones; with it,
+        the walk goes on to such names (host search domains, the name as written)."""
         self.zone = zone
+        self.upstream = upstream
         self.search_domains = [d.strip(".").lower() for d in search_domains if d.strip(".")]
         self.successes = 0
         self._cache: dict[tuple[str, bytes, int], Answer | None] = {}
@@ -65,6 +73,10 @@ class AutoPath:
             self.successes += 1
         return answer
 
+    def forget(self) -> None:
+        """Drop the kept outcomes (the forwarding changed)."""
+        self._cache.clear()
+
     def client_namespace(self, client: str) -> str | None:
         """The namespace of the one kind of live pod that owns ``client``, if certain."""
         ip = _canonical_ip(client)
@@ -86,9 +98,18 @@ class AutoPath:
             if not key.endswith(first) or len(key) == len(first):
                 continue
             base = key[: len(key) - len(first)]  # the labels the client typed, no root
-            for suffix in path[1:]:
+            for step, suffix in enumerate(path[1:], start=1):
                 candidate = base + (names.to_wire(suffix) if suffix else b"\x00")
                 found = self.zone.lookup(candidate, qtype)
+                if found is None and self.upstream is not None and self.upstream(candidate):
+                    # Outside the zones: the handler asks the upstream, this step and the
+                    # outside ones after it, while they are NXDOMAIN.
+                    rest = [base + (names.to_wire(s) if s else b"\x00") for s in path[step:]]
+                    steps = tuple(
+                        names.from_wire(c) for c in rest
+                        if self.zone.lookup(c, qtype) is None and self.upstream(c)
+                    )
+                    return positive([])._replace(chase=steps[0], steps=steps)
                 if found is None or found.rcode == NXDOMAIN:
                     continue
                 if found.rcode == SERVFAIL:  # not synced: let the normal answer say so

@@ -48,6 +48,10 @@ class Forwarding:
         self._refreshing: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def serves(self, key: bytes) -> bool:
+        """Whether a route forwards ``key`` (lower-case wire name)."""
+        return self._router.route(key) is not None
+
     def falls_through(self, key: bytes) -> bool:
         """Whether an NXDOMAIN for ``key`` (lower-case wire name) goes upstream instead."""
         return any(key.endswith(zone) for zone in self._fallthrough)

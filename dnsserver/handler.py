@@ -120,17 +120,44 @@ class Handler:
                      client: str) -> bytes | None:
         """An ExternalName's CNAME with its target's records from upstream, as CoreDNS chases
         it (SPEC §2.7): upstream TTLs; an empty or NXDOMAIN target leaves the CNAME alone."""
-        assert self.forwarding is not None
-        target = dnslib.DNSRecord.question(answer.chase, dnslib.QTYPE.get(query.qtype))
-        target_query = target.pack()
-        key = names.to_wire(answer.chase)
-        pending = self.forwarding.answer(target_query, key, query.qtype, None, True)
-        upstream = pending if pending is None or isinstance(pending, bytes) else await pending
+        if answer.steps:
+            return await self._walk_upstream(data, query, answer.steps, tcp, client)
+        upstream = await self._ask_upstream(answer.chase, query.qtype)
         self._count(tcp, client, query.qtype, 0, "kubernetes")
         reply = chased_reply(data, query, answer.chase, self.zone.ttl, upstream)
         if tcp:
             return reply
         return fit_udp(reply, wire.udp_limit(query.edns.udp_size if query.edns else None))
+
+    async def _ask_upstream(self, name: str, qtype: int) -> bytes | None:
+        """The forwarder's reply (cache first) for ``name``, asked over TCP-sized limits."""
+        assert self.forwarding is not None
+        question = dnslib.DNSRecord.question(name, dnslib.QTYPE.get(qtype)).pack()
+        pending = self.forwarding.answer(question, names.to_wire(name), qtype, None, True)
+        return pending if pending is None or isinstance(pending, bytes) else await pending
+
+    async def _walk_upstream(self, data: bytes, query: wire.Query, steps: tuple[str, ...],
+                             tcp: bool, client: str) -> bytes | None:
+        """Autopath's steps outside the zones, in order while they are NXDOMAIN: records make
+        ``CNAME <asked> -> step`` and them; NODATA is NODATA for the asked name; all NXDOMAIN
+        (or no upstream answer) is NXDOMAIN for it, as without autopath."""
+        key = query.name.lower()
+        for step in steps:
+            upstream = await self._ask_upstream(step, query.qtype)
+            if upstream is None or len(upstream) < 12 or upstream[3] & 0x0F != NOERROR:
+                continue
+            if upstream[6:8] == b"\x00\x00":  # NODATA
+                nodata = self.zone.nodata_for(key)
+                if nodata is not None:
+                    return self._reply_for(data, query, nodata, tcp, client)
+                continue
+            self._count(tcp, client, query.qtype, NOERROR, "autopath")
+            reply = chased_reply(data, query, step, self.zone.ttl, upstream)
+            if tcp:
+                return reply
+            return fit_udp(reply, wire.udp_limit(query.edns.udp_size if query.edns else None))
+        negative = self.zone.lookup_missing(key, query.qtype)
+        return self._reply_for(data, query, negative, tcp, client) if negative else None
 
     def _count(self, tcp: bool, client: str, qtype: int, rcode: int, plugin: str) -> None:
         self._replies[(tcp, ":" in client, qtype, rcode, plugin)] += 1
@@ -191,7 +218,7 @@ class Handler:
         self, data: bytes, question_end: int, answer: Answer, size: int | None, opt: bytes,
         tcp: bool, client: str,
     ) -> bytes:
-        rcode, aa, counts, counts_edns, body, soa, _ancount, answer_len, variants, _chase = answer
+        rcode, aa, counts, counts_edns, body, soa, _, answer_len, variants, *_ = answer
         qtype = data[question_end - 4] << 8 | data[question_end - 3]
         self._replies[(tcp, ":" in client, qtype, rcode, "kubernetes")] += 1
         head = data[:2] + bytes((0x80 | aa | (data[2] & 0x01), rcode | (data[3] & 0x10)))
@@ -245,6 +272,12 @@ class Handler:
             return wire.error_reply(data, query, REFUSED)
         if answer.chase and self.forwarding is not None:
             return self._chase(data, query, answer, tcp, client)
+        return self._reply_for(data, query, answer, tcp, client)
+
+    def _reply_for(self, data: bytes, query: wire.Query, answer: Answer, tcp: bool,
+                   client: str) -> bytes:
+        """:meth:`_reply` for a query the careful parser read."""
+        edns = query.edns
         if edns is None:
             return self._reply(data, query.question_end, answer, None, b"", tcp, client)
         opt = wire.opt_record(edns.udp_size, int(edns.do))

@@ -11,6 +11,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import pytest
 from conftest import RunningServer, StartServer, rr_lines
 
@@ -119,3 +120,37 @@ def test_host_search_domains_are_walked_after_the_cluster_ones(dns_server: Start
     ]
     reply = ask(dns_server(MANIFESTS, *FLAGS), DEFAULT, qname, "AAAA")
     assert dns.rcode.to_text(reply.rcode()) == "NXDOMAIN"
+
+
+def test_the_walk_goes_on_upstream_with_a_forwarder(dns_server: StartServer) -> None:
+    """With a forwarder, names outside the zones are steps of the walk too (host search
+    domains, then the name as written): one round trip for an external name from a pod."""
+    from upstream import FakeUpstream  # noqa: PLC0415
+
+    records = ["www.example.com. 300 IN A 192.0.2.1", "www.corp.example. 300 IN A 192.0.2.9"]
+    soa = "example.com. 900 IN SOA ns.example.com. hostmaster.example.com. 1 7200 1800 86400 120"
+    with FakeUpstream(records, soa=soa) as up:
+        server = dns_server(MANIFESTS, "--autopath", "--search-domain", "corp.example",
+                            "--upstream", up.address)
+        reply = ask(server, SHOP, "www.example.com.shop.svc.cluster.local.")
+        assert rr_lines(reply.answer) == [
+            "www.example.com. 300 IN A 192.0.2.1",
+            "www.example.com.shop.svc.cluster.local. 5 IN CNAME www.example.com.",
+        ]
+        assert [r.rdtype for r in reply.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+        # "www" from shop: found under the host search domain, before the name as written
+        reply = ask(server, SHOP, "www.shop.svc.cluster.local.", tcp=True)
+        assert rr_lines(reply.answer) == [
+            "www.corp.example. 300 IN A 192.0.2.9",
+            "www.shop.svc.cluster.local. 5 IN CNAME www.corp.example.",
+        ]
+        # NXDOMAIN upstream: NXDOMAIN for the asked name, with our SOA
+        reply = ask(server, SHOP, "nope.example.com.shop.svc.cluster.local.")
+        assert dns.rcode.to_text(reply.rcode()) == "NXDOMAIN"
+        assert rr_lines(reply.authority)[0].startswith("cluster.local. 5 IN SOA")
+        # NODATA upstream (www.example.com has no TXT): NODATA for the asked name
+        reply = ask(server, SHOP, "www.example.com.shop.svc.cluster.local.", "TXT")
+        assert dns.rcode.to_text(reply.rcode()) == "NOERROR" and not reply.answer
+        # a client that is not a pod is not walked for
+        reply = ask(server, HOST_NETWORK, "www.example.com.kube-system.svc.cluster.local.")
+        assert dns.rcode.to_text(reply.rcode()) == "NXDOMAIN"

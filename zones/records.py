@@ -74,6 +74,7 @@ class Answer(NamedTuple):
     answer_len: int
     variants: tuple[bytes, ...] = ()  # loadbalance: bodies with the answer records rotated
     chase: str = ""  # a CNAME to a name outside the zones, whose records the server must fetch
+    steps: tuple[str, ...] = ()  # autopath: names outside the zones still to walk, in order
 
 
 MAX_ROTATIONS = 8

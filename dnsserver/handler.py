@@ -173,7 +173,7 @@ class Handler:
             end += length + 1
             length = data[end]  # IndexError on a short name is caught by handle()
         question_end = end + 5
-        if end > 267 or data[end + 3 : question_end] != b"\x00\x01":  # >255 octets, or not IN
+        if end > 266 or data[end + 3 : question_end] != b"\x00\x01":  # >255 octets, or not IN
             return None
         arcount = data[11]
         if arcount == 0:

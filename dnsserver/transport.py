@@ -220,7 +220,9 @@ class TcpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
-        while len(buffer) >= 2 and self._transport is not None:
+        # While the client is not reading our replies, queries stay in the buffer unanswered
+        # (and reading stops): its replies cannot pile up in our memory.
+        while len(buffer) >= 2 and self._transport is not None and not self._paused:
             length = buffer[0] << 8 | buffer[1]
             if length == 0:  # no DNS message is empty: the stream is broken
                 self.close()
@@ -255,16 +257,26 @@ class TcpProtocol(asyncio.Protocol):
             self._write(reply)
 
     def pause_writing(self) -> None:
+        self._paused = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._paused = False
         if self._transport is not None:
             self._transport.resume_reading()
+            self.data_received(b"")  # the queries that waited
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        """Close now: a connection with replies the client does not read is aborted, since a
+        graceful close would wait for the client forever."""
+        transport = self._transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     def _schedule_idle_check(self, delay: float) -> None:
         loop = asyncio.get_running_loop()

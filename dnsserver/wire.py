@@ -92,7 +92,7 @@ class Cursor:
             if length > 63:
                 raise FormError(f"label length {length} is over 63")
             self.take(length)
-            if self.offset - start > MAX_NAME_LENGTH:
+            if self.offset - start >= MAX_NAME_LENGTH:  # the root octet still to come
                 raise FormError("name is longer than 255 octets")
         return self.data[start : self.offset]
 

@@ -171,8 +171,10 @@ class Reflector:
                     need_list = False
                     delays = backoff_delays(self._options.backoff_unit, self._options.backoff_cap)
                 version, progressed = self._watch(version)
-                if progressed:
-                    delays = backoff_delays(self._options.backoff_unit, self._options.backoff_cap)
+                # The API answered: whatever happened to the stream, back-off starts afresh.
+                delays = backoff_delays(self._options.backoff_unit, self._options.backoff_cap)
+                if not progressed:  # connected but cut at once: pause briefly, do not spin
+                    self._stop.wait(self._options.backoff_unit * random.uniform(0.2, 0.5))
             except Gone:
                 log.info("%s: resourceVersion %s expired; listing again",
                          self.resource.name, version or "?")
@@ -225,9 +227,10 @@ class Reflector:
                 version = self._event(self._decoders.event(line), version)
                 progressed = True
         except (HTTPError, OSError) as exc:
-            # A stream that worked and then broke (dropped, or silent past the inactivity
-            # timeout) is routine: watch again at once. One that never worked backs off.
-            if not progressed or self._stop.is_set():
+            # A stream the API opened and that then broke (cut, or silent past the inactivity
+            # timeout) is routine: watch again from our version. Not being able to open one
+            # is what counts as losing the API (it raises from _get above).
+            if self._stop.is_set():
                 raise
             self.state.drops += 1
             log.debug("%s: watch stream broke (%s); watching again from %s",

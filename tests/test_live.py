@@ -270,6 +270,8 @@ def test_410_gone_relists_and_reconciles(api: KubeAPIServer, dns: ServerProcess)
 
 def test_api_down_while_changes_happen(api: KubeAPIServer, dns: ServerProcess) -> None:
     api.set_down(True)
+    # Cut streams are routine; failing to reconnect is losing the API, said once per watch.
+    eventually(lambda: _true("lost the Kubernetes API" in dns.text()))
     # The last known state keeps being served while the API is away.
     _expect(dns.port, "api.team.svc.cluster.local", ("NOERROR", {"A 10.96.2.2"}))
     for i in range(20):
@@ -331,3 +333,7 @@ def test_bad_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
 
 def _all(api: KubeAPIServer) -> list[Obj]:
     return [obj for kind in ("Namespace", "Service", "EndpointSlice") for obj in api.get_all(kind)]
+
+
+def _true(condition: bool) -> None:
+    assert condition

@@ -89,8 +89,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                      help="host search domain for --autopath, repeatable "
                           "(default: the search line of /etc/resolv.conf)")
     ops = parser.add_argument_group(
-        "HTTP endpoints (default when following a cluster without a Corefile: :8080, :8181, "
-        ":9153 and a 5 s lame duck; off otherwise)")
+        "HTTP endpoints (default in a pod without a Corefile: :8080, :8181, :9153 and a 5 s "
+        "lame duck, as kubeadm's Corefile; off otherwise)")
     ops.add_argument("--health", metavar="ADDR", help="/health address, e.g. :8080, or none")
     ops.add_argument("--ready", metavar="ADDR", help="/ready address, e.g. :8181, or none")
     ops.add_argument("--metrics", metavar="ADDR", help="/metrics address, e.g. :9153, or none")
@@ -144,19 +144,15 @@ def config_from(args: argparse.Namespace) -> Config:
     """The Corefile's settings (if one is given) with the typed flags laid over them."""
     base = corefile.load(args.corefile, lenient=args.lenient) if args.corefile else Config()
     config = base.merged(overrides_from(args))
-    if args.corefile is None and app.source_of(config) is None:
-        # Following a cluster without a Corefile: the endpoints kubeadm's Corefile has.
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if args.corefile is None and in_pod and app.source_of(config) is None:
+        # In a pod without a Corefile: what kubeadm's Corefile sets up (dnsPolicy: Default).
         config = replace(
             config, health=HealthConfig(":8080", lameduck=5.0), ready_address=":8181",
-            prometheus_address=":9153",
+            prometheus_address=":9153", forward=ForwardConfig(max_concurrent=1000),
+            cache=CacheConfig(success=CacheLimits(10000, 30), denial=CacheLimits(10000, 30)),
+            fallthrough=True, fallthrough_zones=config.reverse_zones,
         )
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            # In a pod (dnsPolicy: Default), kubeadm's forward and cache as well.
-            config = replace(
-                config, forward=ForwardConfig(max_concurrent=1000),
-                cache=CacheConfig(success=CacheLimits(10000, 30), denial=CacheLimits(10000, 30)),
-                fallthrough=True, fallthrough_zones=config.reverse_zones,
-            )
     return _with_forward_flags(_with_ops_flags(config, args), args)
 
 

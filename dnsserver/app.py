@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -240,6 +241,12 @@ class DnsServer:
             self._now.set()
         self._stopping.set()
 
+    async def _settle_memory(self) -> None:
+        """Once the cluster is in, move what is alive out of the collector's way."""
+        if self.kube is not None:
+            await self.kube.synced.wait()
+        gc.freeze()
+
     async def run(self, describe: str, api: object | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then shut down in steps:
 
@@ -254,6 +261,7 @@ class DnsServer:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         watcher = loop.create_task(self._watch_corefile())
+        settle = loop.create_task(self._settle_memory())
         where = ", ".join(_format_address(a) for a in self.addresses)
         log.info("serving %s (%s) from %s on %s, udp and tcp",
                  ", ".join(self.zone.origins[:1]), _summary(self.zone), describe, where)
@@ -268,6 +276,7 @@ class DnsServer:
                 await asyncio.wait_for(self._now.wait(), lameduck)
         log.info("shutting down")
         watcher.cancel()
+        settle.cancel()
         await self.stop()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -229,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(config: Config, args: argparse.Namespace) -> int:
+    # A zone is hundreds of thousands of long-lived objects without cycles: collecting the
+    # young generation every 700 allocations (the default) costs a third of a large sync.
+    gc.set_threshold(100_000, 50, 100)
     source = app.source_of(config)
     api = None
     try:

@@ -711,15 +711,14 @@ class _Store:
                 selector.empty or selector.matches(obj)
             ):
                 selected.append(key)
-                if limit and len(selected) > limit and selector.empty and namespace is None:
-                    break  # enough to know there is more; the rest is counted, not filtered
+                if limit and len(selected) > limit:
+                    break  # enough to know there is more (remainingItemCount: see below)
         page_keys = selected[:limit] if limit else selected
         metadata: Obj = {"resourceVersion": str(snapshot_rv)}
         if limit and len(selected) > limit:
             metadata["continue"] = encode_continue(snapshot_rv, page_keys[-1] + "\x00")
-            if selector.empty:  # the real server omits it when a selector filters
-                remaining = len(keys) - limit if namespace is None else len(selected) - limit
-                metadata["remainingItemCount"] = remaining
+            if selector.empty and namespace is None:  # omitted when a selector filters
+                metadata["remainingItemCount"] = len(keys) - limit
         head = json.dumps(
             {"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": metadata},
             separators=(",", ":"),

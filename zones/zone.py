@@ -124,7 +124,8 @@ class Zone:
         self._slices_by_service: dict[Key, set[Key]] = {}
         self._namespaces: set[str] = set()
         self._pods: dict[Key, model.Pod] = {}
-        self._pods_by_ip: dict[str, set[Key]] = {}
+        # Nearly always one pod per IP: a small tuple, not a set (50,000 pods: ~8 MB less).
+        self._pods_by_ip: dict[str, tuple[Key, ...]] = {}
         self._owned: dict[Key, list[bytes]] = {}
         self._ptr_ips: dict[Key, tuple[str, ...]] = {}
         self._dirty: set[Key] | None = None
@@ -406,10 +407,12 @@ class Zone:
             return False
         if old is not None:
             for ip in old.ips:
-                _discard(self._pods_by_ip, ip, pod.key)
+                self._unindex_pod(ip, pod.key)
         self._pods[pod.key] = pod
         for ip in pod.ips:
-            self._pods_by_ip.setdefault(ip, set()).add(pod.key)
+            held = self._pods_by_ip.get(ip, ())
+            if pod.key not in held:
+                self._pods_by_ip[ip] = (*held, pod.key)
         if self.pods is PodsMode.VERIFIED and (old is None or old.ips != pod.ips):
             self._changed = True
         return True
@@ -419,10 +422,17 @@ class Zone:
         if old is None:
             return False
         for ip in old.ips:
-            _discard(self._pods_by_ip, ip, key)
+            self._unindex_pod(ip, key)
         if self.pods is PodsMode.VERIFIED:
             self._changed = True
         return True
+
+    def _unindex_pod(self, ip: str, key: Key) -> None:
+        held = tuple(k for k in self._pods_by_ip.get(ip, ()) if k != key)
+        if held:
+            self._pods_by_ip[ip] = held
+        else:
+            self._pods_by_ip.pop(ip, None)
 
     def _mark(self, service: Key) -> None:
         assert self._dirty is not None, "changes happen inside batch()"

@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -317,3 +318,31 @@ def soa_serials(rrsets: Sequence[dns.rrset.RRset]) -> list[int]:
 
 def is_set(message: dns.message.Message, flag: dns.flags.Flag) -> bool:
     return bool(message.flags & flag)
+
+
+def read_exact(sock: socket.socket, count: int) -> bytes:
+    """Exactly ``count`` bytes from a TCP socket (ConnectionError if it closes first)."""
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {count} bytes")
+        data += chunk
+    return data
+
+
+def read_reply(sock: socket.socket) -> dns.message.Message:
+    """One length-prefixed DNS message from a TCP socket."""
+    (length,) = struct.unpack(">H", read_exact(sock, 2))
+    return dns.message.from_wire(read_exact(sock, length))
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """True when the server closes (or resets) the connection within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
 import struct
 import sys
 import time
@@ -34,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `bench` is not installed; plain `pytest` does not add the root
     sys.path.insert(0, str(REPO))
 
-from conftest import RunningServer, StartServer  # noqa: E402
+from conftest import RunningServer, StartServer, read_exact  # noqa: E402
 
 from bench import fuzz  # noqa: E402
 
@@ -325,16 +324,6 @@ def _good_query_answered(server: RunningServer) -> None:
             "kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1"]
 
 
-def _recv_exact(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {count} bytes")
-        data += chunk
-    return data
-
-
 def test_real_server_survives_a_burst_of_garbage(fuzz_server: RunningServer) -> None:
     """2,000 UDP datagrams and 30 TCP connections of generated cases; every reply checked."""
     _good_query_answered(fuzz_server)
@@ -363,8 +352,8 @@ def test_real_server_survives_a_burst_of_garbage(fuzz_server: RunningServer) -> 
                 sock.sendall(b"\xff\xff" + random.Random(connection).randbytes(100))
             for case in batch:
                 if len(case.data) >= 12 and not case.data[2] & 0x80:
-                    (length,) = struct.unpack(">H", _recv_exact(sock, 2))
-                    _check_wire(failures, case, _recv_exact(sock, length), tcp=True)
+                    (length,) = struct.unpack(">H", read_exact(sock, 2))
+                    _check_wire(failures, case, read_exact(sock, length), tcp=True)
         CHECKER.cases += len(batch)
     _good_query_answered(fuzz_server)
     fuzz_server.read_output()

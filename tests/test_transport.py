@@ -9,7 +9,7 @@ import time
 import dns.message
 import dns.rcode
 import pytest
-from conftest import EXAMPLE, RunningServer, StartServer
+from conftest import EXAMPLE, RunningServer, StartServer, closed_by_peer, read_reply
 
 NAMES = [
     ("kubernetes.default.svc.cluster.local", "10.96.0.1"),
@@ -22,32 +22,6 @@ NAMES = [
 def framed(message: dns.message.Message) -> bytes:
     wire = message.to_wire()
     return struct.pack(">H", len(wire)) + wire
-
-
-def read_exact(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {count} bytes")
-        data += chunk
-    return data
-
-
-def read_reply(sock: socket.socket) -> dns.message.Message:
-    (length,) = struct.unpack(">H", read_exact(sock, 2))
-    return dns.message.from_wire(read_exact(sock, length))
-
-
-def closed_by_peer(sock: socket.socket, within: float) -> bool:
-    """True when the server closes the connection within ``within`` seconds."""
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
 
 
 def test_pipelined_queries_in_one_write_are_answered_in_order(example: RunningServer) -> None:

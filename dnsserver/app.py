@@ -296,10 +296,6 @@ def _format_address(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def load_manifests(path: Path) -> list[model.ClusterObject]:
-    return manifests.load(path)
-
-
 def _host_search_domains(path: Path) -> tuple[str, ...]:
     try:
         return resolvconf.read(path).search

@@ -366,6 +366,13 @@ def test_when_every_upstream_is_down_one_is_tried_anyway(
             reply = await forwarder.forward(query("www.example.com"))
             assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
             assert all(state.down for state in forwarder.states)
+            # Each down upstream is probed once at once; let those probes fail while the
+            # upstreams are still dropping, so the next probes are 30 s away.
+            for _ in range(100):
+                if all(state.health_check_failures >= 1 for state in forwarder.states):
+                    break
+                await asyncio.sleep(0.02)
+            assert all(state.health_check_failures >= 1 for state in forwarder.states)
             upstream.drop = second.drop = False
             reply = await forwarder.forward(query("www.example.com"))
             assert answer_lines(reply) == ["www.example.com. 300 IN A 192.0.2.1"]

@@ -8,6 +8,10 @@ objects are made, nothing is awaited, nothing is logged. Anything else takes
 :meth:`Handler._slow_path`, which parses carefully and climbs the error ladder: too short to
 have a header → dropped; a reply → dropped; unknown opcode → NOTIMP; malformed → FORMERR;
 class not IN → REFUSED; EDNS version not 0 → BADVERS; a bug → SERVFAIL, logged once.
+
+Names the zone does not hold go to autopath's walk (for pods), then to the forwarder: a cache
+hit is answered here and now; otherwise :meth:`handle` returns a coroutine that the transport
+awaits, and the query path itself never waits.
 """
 
 from __future__ import annotations

@@ -121,6 +121,9 @@ class DnsServer:
 
     async def start(self, api: object | None = None) -> None:
         """Listen first (answering SERVFAIL for unknown names until synced), then follow ``api``."""
+        if self.config.endpoint_pod_names:
+            log.warning("kubernetes endpoint_pod_names is not supported: endpoint names are "
+                        "hostnames, else dashed IPs")
         await self.listeners.start(list(self.config.listen))
         self.metrics.collector.server = f"dns://{_format_address(self.addresses[0])}"
         # Upstreams are checked against the addresses actually bound: one of them is a loop.
@@ -316,7 +319,8 @@ Reloader = Callable[[], tuple[Config, "Sequence[model.ClusterObject] | None"]]
 def _make_zone(config: Config) -> Zone:
     dns_ips = [host for host, _ in config.listen if host not in ("0.0.0.0", "::")]
     return Zone(config.zones, ttl=config.ttl, pods=config.pods, dns_ips=dns_ips,
-                reverse=bool(config.reverse_zones), loadbalance=config.loadbalance)
+                reverse=bool(config.reverse_zones), loadbalance=config.loadbalance,
+                namespaces=config.namespaces)
 
 
 def _make_autopath(config: Config, zone: Zone) -> AutoPath | None:
@@ -347,7 +351,7 @@ def _limits(config: Config) -> Limits:
 def _zone_shape(config: Config) -> tuple[object, ...]:
     """What the zone is built from: a change means a new zone."""
     return (config.zones, config.ttl, config.pods, config.reverse_zones, config.loadbalance,
-            tuple(host for host, _ in config.listen))
+            config.namespaces, tuple(host for host, _ in config.listen))
 
 
 def _forwarding_shape(config: Config) -> tuple[object, ...]:

@@ -237,7 +237,9 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     api = None
     try:
         if source is None:
-            api = kube.api_client(config.kubeconfig, config.context)
+            tls = config.kube_tls
+            api = kube.api_client(config.kubeconfig, config.context, config.kube_endpoint,
+                                  (tls.cert, tls.key, tls.ca) if tls else None)
             objects = None
             describe = f"the Kubernetes API at {api.configuration.host}"
         else:

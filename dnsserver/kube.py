@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import threading
 import time
@@ -101,8 +102,13 @@ def backoff_delays(unit: float, cap: float) -> Iterator[float]:
         a, b = b, a + b
 
 
-def api_client(kubeconfig: Path | None, context: str | None) -> Any:
-    """An ``ApiClient`` from a kubeconfig, or from the pod's service account."""
+def api_client(
+    kubeconfig: Path | None, context: str | None, endpoint: str | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
+) -> Any:
+    """An ``ApiClient`` from a kubeconfig, or from the pod's service account; ``endpoint``
+    (the Corefile's ``kubernetes { endpoint URL }``) replaces the server address, and alone
+    (no kubeconfig, not in a pod) means an API server that needs no credentials."""
     from kubernetes import client, config  # noqa: PLC0415  (slow import, only when live)
 
     configuration = client.Configuration()
@@ -111,13 +117,17 @@ def api_client(kubeconfig: Path | None, context: str | None) -> Any:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(kubeconfig), context=context, client_configuration=configuration
             )
-        else:
+        elif endpoint is None or os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(  # type: ignore[no-untyped-call]
                 client_configuration=configuration
             )
     except (config.ConfigException, OSError, ValueError, TypeError) as exc:
         where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
         raise KubeError(f"cannot use the {where}: {exc}") from None
+    if endpoint is not None:
+        configuration.host = endpoint.rstrip("/")
+    if tls is not None:  # the Corefile's tls CERT KEY CACERT
+        configuration.cert_file, configuration.key_file, configuration.ssl_ca_cert = map(str, tls)
     configuration.retries = False  # our own loop retries, with back-off
     return client.ApiClient(configuration)
 

@@ -104,6 +104,7 @@ class Zone:
         dns_ips: Sequence[str] = (),
         reverse: bool = True,
         loadbalance: bool = False,
+        namespaces: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.index: dict[bytes, Node] = {}
@@ -123,6 +124,8 @@ class Zone:
         self._slices: dict[Key, model.EndpointSlice] = {}
         self._slices_by_service: dict[Key, set[Key]] = {}
         self._namespaces: set[str] = set()
+        # CoreDNS ``namespaces``: only these are exposed; others do not exist (NXDOMAIN).
+        self._exposed = frozenset(ns.lower() for ns in namespaces)
         self._pods: dict[Key, model.Pod] = {}
         # Nearly always one pod per IP: a small tuple, not a set (50,000 pods: ~8 MB less).
         self._pods_by_ip: dict[str, tuple[Key, ...]] = {}
@@ -374,7 +377,7 @@ class Zone:
             self._mark(service)
 
     def _apply_namespace(self, namespace: str) -> bool:
-        if namespace in self._namespaces:
+        if namespace in self._namespaces or (self._exposed and namespace not in self._exposed):
             return False
         self._namespaces.add(namespace)
         self._namespace_changed(namespace)

@@ -20,7 +20,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import pytest
-from conftest import RunningServer, StartServer
+from conftest import RunningServer, StartServer, read_exact
 
 GOOD_NAME = "kubernetes.default.svc.cluster.local"
 Exchange = Callable[[RunningServer, bytes], "bytes | None"]
@@ -65,16 +65,6 @@ def send_tcp(server: RunningServer, data: bytes) -> bytes | None:
         second = read_tcp_message(sock)
         assert second[:2] == b"\xbe\xef", "the good query after it was not answered"
         return first
-
-
-def read_exact(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError(f"connection closed after {len(data)} of {count} bytes")
-        data += chunk
-    return data
 
 
 def read_tcp_message(sock: socket.socket) -> bytes:

@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from dnsserver import resolvconf, wire
 from dnsserver.cache import Cache, key_for
 from dnsserver.config import CacheConfig, Config, ForwardConfig
-from dnsserver.forward import Forwarder, ForwardRouter, fit_udp, points_at_us
+from dnsserver.forward import Forwarder, ForwardRouter, fit_udp, points_at_us, zone_to_wire
 from dnsserver.resolvconf import Upstream
 
 log = logging.getLogger("dnsserver.forward")
@@ -44,7 +44,7 @@ class Forwarding:
         self._by_zone = {route.zone: route for route in routes}
         self._router = ForwardRouter({route.zone: route.forwarder for route in routes})
         self._route_of = {id(route.forwarder): route for route in routes}
-        self._fallthrough = [_zone_wire(zone) for zone in fallthrough]
+        self._fallthrough = [zone_to_wire(zone) for zone in fallthrough]
         self._refreshing: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -202,13 +202,6 @@ def _cache(config: CacheConfig | None) -> Cache | None:
         servfail_ttl=int(config.servfail_ttl), success_capacity=config.success.capacity,
         denial_capacity=config.denial.capacity,
     )
-
-
-def _zone_wire(zone: str) -> bytes:
-    zone = zone.strip(".").lower()
-    if not zone:
-        return b"\x00"
-    return b"".join(len(p).to_bytes(1, "big") + p.encode() for p in zone.split(".")) + b"\x00"
 
 
 def _dotted(zone: str) -> str:

@@ -128,10 +128,7 @@ class Handler:
             return await self._walk_upstream(data, query, answer.steps, tcp, client)
         upstream = await self._ask_upstream(answer.chase, query.qtype)
         self._count(tcp, client, query.qtype, 0, "kubernetes")
-        reply = chased_reply(data, query, answer.chase, self.zone.ttl, upstream)
-        if tcp:
-            return reply
-        return fit_udp(reply, wire.udp_limit(query.edns.udp_size if query.edns else None))
+        return _fitted(chased_reply(data, query, answer.chase, self.zone.ttl, upstream), query, tcp)
 
     async def _ask_upstream(self, name: str, qtype: int) -> bytes | None:
         """The forwarder's reply (cache first) for ``name``, asked over TCP-sized limits."""
@@ -156,10 +153,7 @@ class Handler:
                     return self._reply_for(data, query, nodata, tcp, client)
                 continue
             self._count(tcp, client, query.qtype, NOERROR, "autopath")
-            reply = chased_reply(data, query, step, self.zone.ttl, upstream)
-            if tcp:
-                return reply
-            return fit_udp(reply, wire.udp_limit(query.edns.udp_size if query.edns else None))
+            return _fitted(chased_reply(data, query, step, self.zone.ttl, upstream), query, tcp)
         negative = self.zone.lookup_missing(key, query.qtype)
         return self._reply_for(data, query, negative, tcp, client) if negative else None
 
@@ -327,3 +321,10 @@ def chased_reply(
         reply.add_ar(dnslib.EDNS0(udp_len=max(query.edns.udp_size, 512),
                                   flags="do" if query.edns.do else ""))
     return bytes(reply.pack())
+
+
+def _fitted(reply: bytes, query: wire.Query, tcp: bool) -> bytes:
+    """``reply`` cut to what the client accepts over UDP (TCP takes it whole)."""
+    if tcp:
+        return reply
+    return fit_udp(reply, wire.udp_limit(query.edns.udp_size if query.edns else None))

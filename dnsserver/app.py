@@ -66,6 +66,7 @@ class DnsServer:
         self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config))
         self.metrics.add_source(self._autopath_metrics)
         self.metrics.add_source(self._forwarding_metrics)
+        self.metrics.add_source(self._reload_metrics)
         self.listeners = DnsListeners(self.handler.handle, _limits(config))
         self.ops = _make_ops(config, self.unready_reason, self.metrics)
         self.lame_duck = False
@@ -114,6 +115,8 @@ class DnsServer:
     def _forwarding_metrics(self) -> Iterator[Metric]:
         if self.forwarding is not None:
             yield from self.forwarding.metrics()
+
+    def _reload_metrics(self) -> Iterator[Metric]:
         failed = CounterMetricFamily("coredns_reload_failed", "Counter of the number of "
                                      "failed reload attempts.")
         failed.add_metric([], self.reload_failures)

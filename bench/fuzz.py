@@ -1,10 +1,10 @@
-"""Packet fuzzing of :meth:`dnsserver.handler.Handler.handle`, in-process.
+"""Packet fuzzing of :meth:`dnsserver.serve.handler.Handler.handle`, in-process.
 
     python -m bench.fuzz                       # atheris (coverage-guided) if installed, 10 min
     python -m bench.fuzz --cases 2000000       # stop after this many cases
     python -m bench.fuzz --plain --seconds 60  # the seeded generators in a loop, no atheris
 
-The handler is built as :class:`dnsserver.app.DnsServer` builds it, from the bundled example
+The handler is built as :class:`dnsserver.serve.app.DnsServer` builds it, from the bundled example
 cluster plus one big headless Service (:func:`big_headless`), so that truncation is reached too.
 Every case is checked by :class:`Checker` against properties that hold for any input:
 
@@ -57,7 +57,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 if TYPE_CHECKING:
-    from dnsserver.handler import Handler
+    from dnsserver.serve.handler import Handler
 
 CLIENT = "10.0.0.1"
 HEADER = struct.Struct(">HHHHHH")
@@ -115,7 +115,7 @@ def big_headless(count: int = BIG_ENDPOINTS, namespace: str = BIG_NAMESPACE,
 def write_manifests(folder: Path, count: int = BIG_ENDPOINTS) -> Path:
     """``folder`` with the example cluster and :func:`big_headless` as manifests (for a server
     process that serves what :func:`build_handler` serves)."""
-    from dnsserver import app  # noqa: PLC0415
+    from dnsserver.serve import app  # noqa: PLC0415
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cluster.yaml").write_text(app.example_manifests().read_text())
@@ -127,7 +127,7 @@ def write_manifests(folder: Path, count: int = BIG_ENDPOINTS) -> Path:
 def build_handler() -> Handler:
     """A handler as ``DnsServer`` makes it: the example cluster plus :func:`big_headless`."""
     from dnsserver import app, manifests  # noqa: PLC0415  (imported late: atheris instruments)
-    from dnsserver.config import Config  # noqa: PLC0415
+    from dnsserver.config.settings import Config  # noqa: PLC0415
     from zones import convert  # noqa: PLC0415
 
     objects = manifests.load(app.example_manifests())
@@ -556,8 +556,8 @@ def run_atheris(args: argparse.Namespace) -> None:
     import atheris  # noqa: PLC0415
 
     with atheris.instrument_imports(include=["dnsserver", "zones"]):
-        import dnsserver.handler  # noqa: PLC0415
-        import dnsserver.wire  # noqa: F401, PLC0415
+        import dnsserver.serve.handler  # noqa: PLC0415
+        import dnsserver.serve.wire  # noqa: F401, PLC0415
         import zones.records  # noqa: PLC0415
         import zones.zone  # noqa: F401, PLC0415
     handler = build_handler()

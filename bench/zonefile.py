@@ -3,7 +3,7 @@
     python -m bench.zonefile --manifests DIR --out ZONEDIR [--no-reverse] [--check]
 
 The :class:`~zones.zone.Zone` is built from the manifests as the server builds it
-(``dnsserver.manifests.load``, then ``Zone.reconcile`` of each kind in one ``batch``, as
+(``dnsserver.cluster.manifests.load``, then ``Zone.reconcile`` of each kind in one ``batch``, as
 ``DnsServer.load`` does) and every owner name of :meth:`Zone.records` is written with its A, AAAA,
 SRV, PTR, CNAME and TXT records and our TTLs, plus SOA and NS at each apex (the SOA as our
 handler answers it, so the file follows however the server builds it). Each served zone is its
@@ -33,8 +33,8 @@ import dns.message
 import dns.rdatatype
 import dns.rrset
 
-from dnsserver import manifests
-from dnsserver.handler import Handler
+from dnsserver.cluster import manifests
+from dnsserver.serve.handler import Handler
 from zones import model, names
 from zones.model import PodsMode
 from zones.records import RRSets

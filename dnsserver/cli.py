@@ -17,8 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dnsserver import app, corefile, forward, kube, manifests, resolvconf, resolve_cli
-from dnsserver.config import (
+from dnsserver.client import resolve_cli
+from dnsserver.cluster import manifests
+from dnsserver.cluster import watch as kube
+from dnsserver.config import corefile, resolvconf
+from dnsserver.config.settings import (
     CacheConfig,
     CacheLimits,
     Config,
@@ -33,6 +36,8 @@ from dnsserver.config import (
     parse_zone,
     split_host_port,
 )
+from dnsserver.plugins import upstream as forward
+from dnsserver.serve import app
 from zones import model
 from zones.model import PodsMode
 

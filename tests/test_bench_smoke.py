@@ -18,8 +18,8 @@ if str(REPO) not in sys.path:  # `bench` is not installed; plain `pytest` does n
     sys.path.insert(0, str(REPO))
 
 from bench import gencluster, qps, zonefile  # noqa: E402
-from dnsserver import manifests  # noqa: E402
-from dnsserver.handler import Handler  # noqa: E402
+from dnsserver.cluster import manifests  # noqa: E402
+from dnsserver.serve.handler import Handler  # noqa: E402
 from zones import model  # noqa: E402
 
 SHAPE = gencluster.Shape(services=40, namespaces=3, endpoints=150, pods=160, seed=7)

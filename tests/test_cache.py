@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from upstream import FakeUpstream
 
-from dnsserver import cache as cache_module
-from dnsserver.cache import DENIAL, SUCCESS, Cache, cache_key
-from dnsserver.forward import Forwarder, parse_upstream
+from dnsserver.plugins import cache as cache_module
+from dnsserver.plugins.cache import DENIAL, SUCCESS, Cache, cache_key
+from dnsserver.plugins.upstream import Forwarder, parse_upstream
 
 SOA = "example.com. {ttl} IN SOA ns.example.com. h.example.com. 1 7200 1800 86400 {minimum}"
 

@@ -11,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from dnsserver import corefile
-from dnsserver.config import (
+from dnsserver.config import corefile
+from dnsserver.config.corefile import (
+    BadValue,
+    Conflict,
+    CorefileError,
+    CorefileSyntaxError,
+    UnknownOption,
+    UnknownPlugin,
+    Unsupported,
+)
+from dnsserver.config.settings import (
     COMBINED_LOG_FORMAT,
     CacheConfig,
     CacheLimits,
@@ -27,15 +36,6 @@ from dnsserver.config import (
     StubDomain,
     parse_duration,
     split_host_port,
-)
-from dnsserver.corefile import (
-    BadValue,
-    Conflict,
-    CorefileError,
-    CorefileSyntaxError,
-    UnknownOption,
-    UnknownPlugin,
-    Unsupported,
 )
 from zones.model import PodsMode
 

@@ -19,8 +19,8 @@ import dns.rrset
 import pytest
 from upstream import SPOOF_ADDRESS, FakeUpstream, closed_port
 
-from dnsserver import forward
-from dnsserver.forward import Forwarder, ForwardRouter, Upstream
+from dnsserver.plugins import upstream as forward
+from dnsserver.plugins.upstream import Forwarder, ForwardRouter, Upstream
 
 T = TypeVar("T")
 

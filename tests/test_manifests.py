@@ -14,7 +14,7 @@ import dns.rcode
 import pytest
 from conftest import CliRunner, RunningServer, StartServer
 
-from dnsserver import manifests
+from dnsserver.cluster import manifests
 from zones import model
 
 NAMESPACE = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n"

@@ -1,7 +1,7 @@
 """The ``cluster_dns`` pytest plugin, run the way an application's test suite runs it.
 
 Each test writes a small test file and runs pytest on it in a fresh process (``pytester``)
-with ``-p dnsserver.pytest_plugin``; entry-point autoloading is switched off so the plugin is
+with ``-p dnsserver.client.pytest_plugin``; entry-point autoloading is switched off so the plugin is
 registered once whether or not the package is installed with its ``pytest11`` entry point.
 (In-process runs would re-import modules between runs, which libyaml's C loader does not
 survive; a real test suite imports them once.)
@@ -27,7 +27,7 @@ def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Py
 
 def run_plugin(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
-        "-p", "dnsserver.pytest_plugin", "-p", "no:cacheprovider", *args
+        "-p", "dnsserver.client.pytest_plugin", "-p", "no:cacheprovider", *args
     )
 
 

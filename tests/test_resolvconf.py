@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dnsserver import forward, resolvconf
-from dnsserver.resolvconf import ResolvConf, Upstream
+from dnsserver.config import resolvconf
+from dnsserver.config.resolvconf import ResolvConf, Upstream
+from dnsserver.plugins import upstream as forward
 
 KUBELET = """\
 nameserver 10.96.0.10

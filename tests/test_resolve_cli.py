@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLE, ROOT
 
-from dnsserver import resolve_cli
-from dnsserver.testing import ClusterDNS
+from dnsserver.client import resolve_cli
+from dnsserver.client.testing import ClusterDNS
 
 STEP = re.compile(r"^step (?P<number>\d+): (?P<name>\S+)$")
 QUERY = re.compile(r"^  #(?P<number>\d+) +(?P<qtype>\S+) +(?P<rcode>\S+) +(?P<answers>\d+) answ")
@@ -132,12 +132,12 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], args: list[str], messa
 
 def test_module_entry_point(cluster: ClusterDNS) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "dnsserver.resolve_cli", "web", "--server",
+        [sys.executable, "-m", "dnsserver.client.resolve_cli", "web", "--server",
          f"{cluster.host}:{cluster.port}"],
         cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "step 1: web.default.svc.cluster.local." in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "dnsserver.resolve_cli"], cwd=ROOT,
+    bad = subprocess.run([sys.executable, "-m", "dnsserver.client.resolve_cli"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30, check=False)
     assert bad.returncode == 2  # argparse: NAME is required

@@ -2,7 +2,7 @@
 
 Each case is the exact list of queries a pod's libc sends (``name qtype rcode answers``),
 then the libc's verdict. The example cluster (dnsserver/example/cluster.yaml) is served by
-:class:`dnsserver.testing.ClusterDNS`; names outside the zone get REFUSED from our server
+:class:`dnsserver.client.testing.ClusterDNS`; names outside the zone get REFUSED from our server
 (no forwarding yet), which glibc sets aside (next server, next attempt, then TRY_AGAIN) and
 musl ignores (it waits the timeout out, then EAI_AGAIN).
 
@@ -30,8 +30,8 @@ import dns.rrset
 import pytest
 from conftest import EXAMPLE
 
-from dnsserver.resolver import Resolution, ResolvConfError, ResolverConfig, resolve
-from dnsserver.testing import ClusterDNS
+from dnsserver.client.resolver import Resolution, ResolvConfError, ResolverConfig, resolve
+from dnsserver.client.testing import ClusterDNS
 
 TIMEOUT = 0.2  # musl waits this out on REFUSED; 2 attempts → re-sent once after 0.1 s
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import dnsserver.pytest_plugin
+import dnsserver.client.pytest_plugin
 
 MANIFESTS = Path(__file__).parent / "manifests"
 
@@ -15,7 +15,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Installed, the package registers the plugin itself (entry point "cluster_dns"); from a
     # source checkout it may not be, so register it here once.
     manager = config.pluginmanager
-    plugin = dnsserver.pytest_plugin
+    plugin = dnsserver.client.pytest_plugin
     if not manager.has_plugin("cluster_dns") and not manager.is_registered(plugin):
         manager.register(plugin, "cluster_dns")
 

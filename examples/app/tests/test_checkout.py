@@ -6,7 +6,7 @@ import checkout
 import dns.exception
 import pytest
 
-from dnsserver.testing import ClusterDNS
+from dnsserver.client.testing import ClusterDNS
 
 pytestmark = pytest.mark.cluster_dns(namespace="shop")  # checkout runs in namespace shop
 

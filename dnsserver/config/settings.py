@@ -1,7 +1,7 @@
 """The server's configuration: one small frozen value, built from flags or from a Corefile.
 
 :class:`Config` holds everything a server needs. The CLI builds it from flags;
-:mod:`dnsserver.corefile` builds it from a CoreDNS Corefile. The two meet in
+:mod:`dnsserver.config.corefile` builds it from a CoreDNS Corefile. The two meet in
 :meth:`Config.merged`, which lays the flags a user typed over a Corefile's values.
 
 The defaults are those of the flag-built server: the bundled cluster on 127.0.0.1:5353, no

@@ -38,7 +38,7 @@ from typing import Any
 from prometheus_client import Histogram
 from urllib3.exceptions import HTTPError
 
-from dnsserver import apischema
+from dnsserver.cluster import apischema
 from zones import convert, model
 from zones.zone import Zone
 

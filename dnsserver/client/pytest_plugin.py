@@ -2,15 +2,15 @@
 
 Installed with the package, pytest loads it by itself (entry point ``pytest11``, name
 ``cluster_dns``; with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` set, ``-p cluster_dns``). From a
-source tree that is not installed, ``-p dnsserver.pytest_plugin``; not both, or pluggy refuses
-the second registration. Manifests come from, in this order:
+source tree that is not installed, ``-p dnsserver.client.pytest_plugin``; not both, or pluggy
+refuses the second registration. Manifests come from, in this order:
 
 - the ``cluster_dns_manifests`` fixture, which a ``conftest.py`` overrides for a folder of
   tests (default: none);
 - ``@pytest.mark.cluster_dns(manifests=[...])`` on the test, its class or module (positional
   arguments work too). Relative paths are taken from the test file's folder.
 
-The marker's other keywords go to :class:`dnsserver.testing.ClusterDNS`: ``namespace`` (the
+The marker's other keywords go to :class:`dnsserver.client.testing.ClusterDNS`: ``namespace`` (the
 pod namespace ``.resolver()`` and ``.resolve()`` use by default), ``zone``, ``host_search``,
 ``mode`` ("glibc" or "musl"), ``timeout``, ``ttl``. A test fails if the server logged an
 error while it ran (the server answers SERVFAIL to a query it could not handle).
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from dnsserver.testing import ClusterDNS, ClusterDNSError, Manifest, is_yaml_text
+from dnsserver.client.testing import ClusterDNS, ClusterDNSError, Manifest, is_yaml_text
 
 MARKER = (
     "cluster_dns(*manifests, manifests=[...], namespace='default', zone='cluster.local', "
@@ -49,7 +49,7 @@ def cluster_dns_manifests() -> Sequence[Manifest]:
 def cluster_dns(
     request: pytest.FixtureRequest, cluster_dns_manifests: Sequence[Manifest]
 ) -> Iterator[ClusterDNS]:
-    """A running :class:`~dnsserver.testing.ClusterDNS` on a free loopback port."""
+    """A running :class:`~dnsserver.client.testing.ClusterDNS` on a free loopback port."""
     base = Path(request.path).parent
     sources: list[Manifest] = [_relative(m, base) for m in cluster_dns_manifests]
     options: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """DNS messages at the byte level: a bounds-checked query parser, replies, OPT and truncation.
 
-The hot path in :mod:`dnsserver.handler` reads the common query shape with slices; this module
+The hot path in :mod:`dnsserver.serve.handler` reads the common query shape with slices; this module
 holds the careful parser for everything else and the helpers both share.
 """
 

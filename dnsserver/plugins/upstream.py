@@ -46,8 +46,8 @@ default); :func:`parse_stub_domain` reads ``example.corp=10.0.0.2:53,10.0.0.3``.
 
 **Wiring** (for the handler and transport): a Forwarder needs no running loop to be built,
 only to forward; await :meth:`Forwarder.close` (or :meth:`ForwardRouter.close`) at shutdown.
-Only replies with ``Exchange.upstream`` set go into :class:`dnsserver.cache.Cache`; apply
-:func:`fit_udp` with :func:`dnsserver.wire.udp_limit` before sending over UDP. Check loops
+Only replies with ``Exchange.upstream`` set go into :class:`dnsserver.plugins.cache.Cache`; apply
+:func:`fit_udp` with :func:`dnsserver.serve.wire.udp_limit` before sending over UDP. Check loops
 after binding (port 0 picks the port): ``check_no_loop(upstreams, listeners.addresses)``.
 """
 
@@ -67,8 +67,8 @@ from typing import NamedTuple
 
 import asyncio_dgram
 
-from dnsserver import wire
-from dnsserver.resolvconf import Upstream, UpstreamError, parse_upstream
+from dnsserver.config.resolvconf import Upstream, UpstreamError, parse_upstream
+from dnsserver.serve import wire
 from zones.records import FORMERR, NS, OPT, REFUSED, SERVFAIL
 
 log = logging.getLogger("dnsserver.forward")
@@ -412,7 +412,7 @@ def _describe(exc: BaseException) -> str:
 def fit_udp(reply: bytes, limit: int) -> bytes:
     """``reply`` if it fits in ``limit`` bytes, else its header and question with TC=1 (and its
     OPT record, if it had one), so the client retries over TCP. ``limit`` comes from
-    :func:`dnsserver.wire.udp_limit` of the client's query."""
+    :func:`dnsserver.serve.wire.udp_limit` of the client's query."""
     if len(reply) <= limit or len(reply) < wire.HEADER_LENGTH:
         return reply
     try:

@@ -1,4 +1,4 @@
-"""Read a CoreDNS Corefile into a :class:`~dnsserver.config.Config`.
+"""Read a CoreDNS Corefile into a :class:`~dnsserver.config.settings.Config`.
 
 The grammar is CoreDNS's (a Caddyfile of server blocks)::
 
@@ -42,10 +42,24 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Self
 from urllib.parse import urlsplit
 
-from dnsserver.config import (
+from dnsserver.config.directives import (
+    BadValue,
+    Conflict,
+    CorefileError,
+    CorefileSyntaxError,
+    CorefileWarning,
+    Directive,
+    Token,
+    UnknownOption,
+    UnknownPlugin,
+    Unsupported,
+    arity,
+    duration,
+    integer,
+)
+from dnsserver.config.settings import (
     COMBINED_LOG_FORMAT,
     COMMON_LOG_FORMAT,
     LOG_CLASSES,
@@ -65,7 +79,6 @@ from dnsserver.config import (
     format_host_port,
     name_in_zone,
     normalize_zone,
-    parse_duration,
     split_host_port,
 )
 from zones.model import PodsMode
@@ -75,56 +88,6 @@ log = logging.getLogger("dnsserver.corefile")
 DEFAULT_PORT = 53
 MAX_UPSTREAMS = 15
 MAX_IMPORTS = 100
-
-
-# -- errors and warnings -------------------------------------------------------------------
-
-class CorefileError(ConfigError):
-    """The Corefile cannot be used."""
-
-    def __init__(self, path: str, line: int, detail: str) -> None:
-        super().__init__(f"{path}:{line}: {detail}")
-        self.path = path
-        self.line = line
-        self.detail = detail
-
-    @classmethod
-    def at(cls, token: Token, detail: str) -> Self:
-        return cls(token.file, token.line, detail)
-
-
-class CorefileSyntaxError(CorefileError):
-    """Braces, quotes, snippets or imports do not fit together."""
-
-
-class UnknownPlugin(CorefileError):
-    """A directive names a plugin this server does not have."""
-
-
-class UnknownOption(CorefileError):
-    """A plugin's block holds an option that plugin does not have."""
-
-
-class Unsupported(CorefileError):
-    """A CoreDNS plugin, option or form whose behaviour this server does not implement."""
-
-
-class BadValue(CorefileError):
-    """An argument is missing, extra or malformed: a number, duration, address or zone."""
-
-
-class Conflict(CorefileError):
-    """Two parts of the Corefile contradict each other: a zone served twice, a plugin twice."""
-
-
-@dataclass(frozen=True, slots=True)
-class CorefileWarning:
-    path: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,27 +142,6 @@ def _log_warnings(warnings: tuple[CorefileWarning, ...]) -> None:
 
 
 # -- tokens --------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    text: str
-    file: str
-    line: int
-    end_line: int  # differs from line only for a quoted token spanning lines
-    quoted: bool = False
-
-    @property
-    def opens(self) -> bool:
-        return self.text == "{" and not self.quoted
-
-    @property
-    def closes(self) -> bool:
-        return self.text == "}" and not self.quoted
-
-    @property
-    def is_brace(self) -> bool:
-        return self.opens or self.closes
-
 
 _ENV_REFERENCE = re.compile(r"\{\$([^{}$]+)\}|\{%([^{}%]+)%\}")
 
@@ -351,15 +293,6 @@ class _Reader:
 
 
 # -- server blocks and directives ----------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Directive:
-    """One line: a plugin (or option) name, its arguments, and its block if it has one."""
-
-    name: Token
-    args: tuple[Token, ...]
-    body: tuple[Directive, ...] | None
-
 
 @dataclass(frozen=True, slots=True)
 class ServerBlock:
@@ -726,7 +659,7 @@ class _Builder:
         what = "kubernetes"
 
         def endpoint(option: Directive) -> None:
-            urls = _arity(option, f"{what} endpoint", 1, None)
+            urls = arity(option, f"{what} endpoint", 1, None)
             parts = urlsplit(urls[0].text)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise BadValue.at(urls[0], f"{what} endpoint: {urls[0].text!r} is not an "
@@ -736,16 +669,16 @@ class _Builder:
             draft.kube_endpoint = urls[0].text
 
         def tls(option: Directive) -> None:
-            cert, key, ca = _arity(option, f"{what} tls", 3, 3)
+            cert, key, ca = arity(option, f"{what} tls", 3, 3)
             draft.kube_tls = KubeTLS(Path(cert.text), Path(key.text), Path(ca.text))
 
         def kubeconfig(option: Directive) -> None:
-            args = _arity(option, f"{what} kubeconfig", 1, 2)
+            args = arity(option, f"{what} kubeconfig", 1, 2)
             draft.kubeconfig = Path(args[0].text)
             draft.context = args[1].text if len(args) > 1 else None
 
         def namespaces(option: Directive) -> None:
-            names = _arity(option, f"{what} namespaces", 1, None)
+            names = arity(option, f"{what} namespaces", 1, None)
             for token in names:
                 if not _NAMESPACE.match(token.text):
                     raise BadValue.at(token, f"{what} namespaces: {token.text!r} is not a "
@@ -753,7 +686,7 @@ class _Builder:
             draft.namespaces = tuple(dict.fromkeys(t.text for t in names))
 
         def pods(option: Directive) -> None:
-            (mode,) = _arity(option, f"{what} pods", 1, 1)
+            (mode,) = arity(option, f"{what} pods", 1, 1)
             try:
                 draft.pods = PodsMode(mode.text)
             except ValueError:
@@ -761,20 +694,20 @@ class _Builder:
                                   "insecure, verified") from None
 
         def endpoint_pod_names(option: Directive) -> None:
-            _arity(option, f"{what} endpoint_pod_names", 0, 0)
+            arity(option, f"{what} endpoint_pod_names", 0, 0)
             draft.endpoint_pod_names = True
 
         def ttl(option: Directive) -> None:
-            (value,) = _arity(option, f"{what} ttl", 1, 1)
-            draft.ttl = _integer(value, f"{what} ttl", 0, 3600)
+            (value,) = arity(option, f"{what} ttl", 1, 1)
+            draft.ttl = integer(value, f"{what} ttl", 0, 3600)
 
         def fallthrough(option: Directive) -> None:
             draft.fallthrough = True
             draft.fallthrough_zones = self.zone_list(option.args, f"{what} fallthrough")
 
         def startup_timeout(option: Directive) -> None:
-            (value,) = _arity(option, f"{what} startup_timeout", 1, 1)
-            draft.startup_timeout = _duration(value, f"{what} startup_timeout")
+            (value,) = arity(option, f"{what} startup_timeout", 1, 1)
+            draft.startup_timeout = duration(value, f"{what} startup_timeout")
 
         self.options(directive, what, {
             "endpoint": endpoint, "tls": tls, "kubeconfig": kubeconfig,
@@ -787,7 +720,7 @@ class _Builder:
 
     def autopath(self, directive: Directive, block: _Block) -> None:
         """``autopath [ZONES...] @kubernetes``: the search path from the client pod."""
-        args = _arity(directive, "autopath", 1, None)
+        args = arity(directive, "autopath", 1, None)
         source = args[-1]
         self.zone_list(args[:-1], "autopath")
         if source.text != "@kubernetes":
@@ -799,7 +732,7 @@ class _Builder:
 
     def forward(self, directive: Directive, block: _Block) -> None:
         """``forward FROM TO... { … }``: FROM ``.`` is the upstream; another zone a stub."""
-        args = _arity(directive, "forward", 2, None)
+        args = arity(directive, "forward", 2, None)
         zones = self.zone_list(args[:1], "forward")
         targets = args[1:]
         if len(targets) > MAX_UPSTREAMS:
@@ -810,28 +743,28 @@ class _Builder:
 
         def flag(name: str) -> Callable[[Directive], None]:
             def handler(option: Directive) -> None:
-                _arity(option, f"{what} {option.name.text}", 0, 0)
+                arity(option, f"{what} {option.name.text}", 0, 0)
                 settings[name] = True
             return handler
 
         def except_(option: Directive) -> None:
-            names = _arity(option, f"{what} except", 1, None)
+            names = arity(option, f"{what} except", 1, None)
             settings["except_zones"] = self.zone_list(names, f"{what} except")
 
         def expire(option: Directive) -> None:
-            (value,) = _arity(option, f"{what} expire", 1, 1)
-            settings["expire"] = _duration(value, f"{what} expire")
+            (value,) = arity(option, f"{what} expire", 1, 1)
+            settings["expire"] = duration(value, f"{what} expire")
 
         def max_fails(option: Directive) -> None:
-            (value,) = _arity(option, f"{what} max_fails", 1, 1)
-            settings["max_fails"] = _integer(value, f"{what} max_fails", 0, None)
+            (value,) = arity(option, f"{what} max_fails", 1, 1)
+            settings["max_fails"] = integer(value, f"{what} max_fails", 0, None)
 
         def max_concurrent(option: Directive) -> None:
-            (value,) = _arity(option, f"{what} max_concurrent", 1, 1)
-            settings["max_concurrent"] = _integer(value, f"{what} max_concurrent", 0, None) or None
+            (value,) = arity(option, f"{what} max_concurrent", 1, 1)
+            settings["max_concurrent"] = integer(value, f"{what} max_concurrent", 0, None) or None
 
         def policy(option: Directive) -> None:
-            (value,) = _arity(option, f"{what} policy", 1, 1)
+            (value,) = arity(option, f"{what} policy", 1, 1)
             try:
                 settings["policy"] = ForwardPolicy(value.text)
             except ValueError:
@@ -839,8 +772,8 @@ class _Builder:
                                   "round_robin, sequential") from None
 
         def health_check(option: Directive) -> None:
-            args = list(_arity(option, f"{what} health_check", 1, 4))
-            settings["health_check"] = _duration(args.pop(0), f"{what} health_check")
+            args = list(arity(option, f"{what} health_check", 1, 4))
+            settings["health_check"] = duration(args.pop(0), f"{what} health_check")
             while args:
                 word = args.pop(0)
                 if word.text == "no_rec":
@@ -854,7 +787,7 @@ class _Builder:
 
         def rcodes(name: str) -> Callable[[Directive], None]:
             def handler(option: Directive) -> None:
-                values = _arity(option, f"{what} {option.name.text}", 1, None)
+                values = arity(option, f"{what} {option.name.text}", 1, None)
                 for token in values:
                     if token.text.upper() not in RCODE_NAMES or (
                             name == "failover_rcodes" and token.text.upper() == "NOERROR"):
@@ -864,8 +797,8 @@ class _Builder:
             return handler
 
         def counter(option: Directive) -> None:
-            (value,) = _arity(option, f"{what} {option.name.text}", 1, 1)
-            _integer(value, f"{what} {option.name.text}", 0, None)
+            (value,) = arity(option, f"{what} {option.name.text}", 1, 1)
+            integer(value, f"{what} {option.name.text}", 0, None)
             self.warn(option.name, f"{what}: option {option.name.text!r} has no effect here; "
                       "ignored")
 
@@ -886,27 +819,27 @@ class _Builder:
         success, denial = CacheConfig().success, CacheConfig().denial
         what = "cache"
         if args and args[0].text.lstrip("-").isdigit():
-            cap = _integer(args[0], f"{what} TTL", 1, None)
+            cap = integer(args[0], f"{what} TTL", 1, None)
             success, denial = replace(success, max_ttl=cap), replace(denial, max_ttl=cap)
             args = args[1:]
         settings: dict[str, object] = {"zones": self.zone_list(args, what) or block.zones}
 
         def limits(name: str, current: CacheLimits) -> Callable[[Directive], None]:
             def handler(option: Directive) -> None:
-                values = _arity(option, f"{what} {name}", 1, 3)
-                capacity = _integer(values[0], f"{what} {name} capacity", 1, None)
-                max_ttl = (_integer(values[1], f"{what} {name} TTL", 1, None) if len(values) > 1
+                values = arity(option, f"{what} {name}", 1, 3)
+                capacity = integer(values[0], f"{what} {name} capacity", 1, None)
+                max_ttl = (integer(values[1], f"{what} {name} TTL", 1, None) if len(values) > 1
                            else current.max_ttl)
-                min_ttl = (_integer(values[2], f"{what} {name} MINTTL", 0, None)
+                min_ttl = (integer(values[2], f"{what} {name} MINTTL", 0, None)
                            if len(values) > 2 else current.min_ttl)
                 settings[name] = CacheLimits(capacity, max_ttl, min_ttl)
             return handler
 
         def prefetch(option: Directive) -> None:
-            values = _arity(option, f"{what} prefetch", 1, 3)
-            _integer(values[0], f"{what} prefetch amount", 1, None)
+            values = arity(option, f"{what} prefetch", 1, 3)
+            integer(values[0], f"{what} prefetch amount", 1, None)
             if len(values) > 1:
-                _duration(values[1], f"{what} prefetch")
+                duration(values[1], f"{what} prefetch")
             if len(values) > 2:
                 text = values[2].text
                 if not (text.endswith("%") and text[:-1].isdigit() and 10 <= int(text[:-1]) <= 90):
@@ -915,8 +848,8 @@ class _Builder:
             self.warn(option.name, f"{what}: prefetch is not implemented; ignored")
 
         def serve_stale(option: Directive) -> None:
-            values = _arity(option, f"{what} serve_stale", 0, 2)
-            settings["serve_stale"] = (_duration(values[0], f"{what} serve_stale") if values
+            values = arity(option, f"{what} serve_stale", 0, 2)
+            settings["serve_stale"] = (duration(values[0], f"{what} serve_stale") if values
                                        else 3600.0)
             if len(values) > 1:
                 mode = values[1].text.lower()
@@ -926,14 +859,14 @@ class _Builder:
                 settings["serve_stale_verify"] = mode in ("verify", "before")
 
         def servfail(option: Directive) -> None:
-            (value,) = _arity(option, f"{what} servfail", 1, 1)
-            seconds = _duration(value, f"{what} servfail")
+            (value,) = arity(option, f"{what} servfail", 1, 1)
+            seconds = duration(value, f"{what} servfail")
             if seconds > 300:
                 raise BadValue.at(value, f"{what} servfail: at most 5m")
             settings["servfail_ttl"] = seconds
 
         def disable(option: Directive) -> None:
-            values = _arity(option, f"{what} disable", 1, None)
+            values = arity(option, f"{what} disable", 1, None)
             kind = values[0].text
             if kind not in ("success", "denial"):
                 raise BadValue.at(values[0], f"{what} disable: expected success or denial, not "
@@ -945,7 +878,7 @@ class _Builder:
             settings[key] = tuple(dict.fromkeys(previous + zones))
 
         def keepttl(option: Directive) -> None:
-            _arity(option, f"{what} keepttl", 0, 0)
+            arity(option, f"{what} keepttl", 0, 0)
             settings["keep_ttl"] = True
 
         self.options(directive, what, {
@@ -959,24 +892,24 @@ class _Builder:
 
     def health(self, directive: Directive, block: _Block) -> None:
         """``health [ADDRESS] { lameduck DURATION }``."""
-        args = _arity(directive, "health", 0, 1)
+        args = arity(directive, "health", 0, 1)
         address = _http_address(args[0], "health") if args else HealthConfig().address
         lameduck = 0.0
 
         def set_lameduck(option: Directive) -> None:
             nonlocal lameduck
-            (value,) = _arity(option, "health lameduck", 1, 1)
-            lameduck = _duration(value, "health lameduck")
+            (value,) = arity(option, "health lameduck", 1, 1)
+            lameduck = duration(value, "health lameduck")
 
         self.options(directive, "health", {"lameduck": set_lameduck})
         self.process_wide("health", HealthConfig(address, lameduck), directive.name)
 
     def ready(self, directive: Directive, block: _Block) -> None:
         """``ready [ADDRESS]``: ``/ready`` once the cluster is synced."""
-        args = _arity(directive, "ready", 0, 1)
+        args = arity(directive, "ready", 0, 1)
 
         def monitor(option: Directive) -> None:
-            (mode,) = _arity(option, "ready monitor", 1, 1)
+            (mode,) = arity(option, "ready monitor", 1, 1)
             if mode.text not in ("until-ready", "continuously"):
                 raise BadValue.at(mode, f"ready monitor: {mode.text!r} is not until-ready or "
                                   "continuously")
@@ -989,34 +922,34 @@ class _Builder:
 
     def prometheus(self, directive: Directive, block: _Block) -> None:
         """``prometheus [ADDRESS]``: CoreDNS's default is localhost:9153."""
-        args = _arity(directive, "prometheus", 0, 1)
+        args = arity(directive, "prometheus", 0, 1)
         self.options(directive, "prometheus", {})
         address = _http_address(args[0], "prometheus") if args else "localhost:9153"
         self.process_wide("prometheus_address", address, directive.name)
 
     def errors(self, directive: Directive, block: _Block) -> None:
         """``errors { consolidate DURATION REGEXP [LEVEL] }``: consolidate is accepted only."""
-        _arity(directive, "errors", 0, 0)
+        arity(directive, "errors", 0, 0)
 
         def consolidate(option: Directive) -> None:
-            values = _arity(option, "errors consolidate", 2, 3)
-            _duration(values[0], "errors consolidate")
+            values = arity(option, "errors consolidate", 2, 3)
+            duration(values[0], "errors consolidate")
             self.warn(option.name, "errors: consolidate is not implemented; every error is logged")
 
         self.options(directive, "errors", {"consolidate": consolidate}, ignored=("stacktrace",))
         self.draft.errors = True
 
     def loop(self, directive: Directive, block: _Block) -> None:
-        _arity(directive, "loop", 0, 0)
+        arity(directive, "loop", 0, 0)
         self.options(directive, "loop", {})
         self.draft.loop_detect = True
 
     def reload(self, directive: Directive, block: _Block) -> None:
         """``reload [INTERVAL [JITTER]]``: 30s and 15s; at least 2s and 1s; jitter ≤ half."""
-        args = _arity(directive, "reload", 0, 2)
+        args = arity(directive, "reload", 0, 2)
         self.options(directive, "reload", {})
-        interval = _duration(args[0], "reload interval") if args else 30.0
-        jitter = _duration(args[1], "reload jitter") if len(args) > 1 else 15.0
+        interval = duration(args[0], "reload interval") if args else 30.0
+        jitter = duration(args[1], "reload jitter") if len(args) > 1 else 15.0
         if interval < 2:
             raise BadValue.at(args[0], "reload: the interval must be at least 2s")
         if jitter < 1:
@@ -1033,7 +966,7 @@ class _Builder:
         if args and args[0].text == "weighted":
             self.soft(Unsupported.at(args[0], "loadbalance: weighted is not supported"))
             return
-        _arity(directive, "loadbalance", 0, 1)
+        arity(directive, "loadbalance", 0, 1)
         if args and args[0].text != "round_robin":
             raise BadValue.at(args[0], f"loadbalance: {args[0].text!r} is not round_robin")
         self.options(directive, "loadbalance", {})
@@ -1052,7 +985,7 @@ class _Builder:
 
         def set_classes(option: Directive) -> None:
             nonlocal classes
-            values = _arity(option, "log class", 1, None)
+            values = arity(option, "log class", 1, None)
             for token in values:
                 if token.text not in LOG_CLASSES:
                     raise BadValue.at(token, f"log class: {token.text!r} is not one of "
@@ -1073,7 +1006,7 @@ class _Builder:
 
     def bind(self, directive: Directive, block: _Block) -> None:
         """``bind ADDRESS...``: listen on these IP addresses instead of 0.0.0.0."""
-        addresses = _arity(directive, "bind", 1, None)
+        addresses = arity(directive, "bind", 1, None)
         for token in addresses:
             try:
                 host = str(ipaddress.ip_address(token.text))
@@ -1107,38 +1040,6 @@ REPEATABLE = frozenset({"forward", "bind"})
 # -- value helpers -------------------------------------------------------------------------
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def _arity(directive: Directive, what: str, low: int, high: int | None) -> tuple[Token, ...]:
-    """``directive``'s arguments, if there are ``low`` to ``high`` (None: any) of them."""
-    count = len(directive.args)
-    if low <= count and (high is None or count <= high):
-        return directive.args
-    if high is None:
-        expected = f"at least {low} argument{'s' * (low != 1)}"
-    elif low == high:
-        expected = "no arguments" if low == 0 else f"{low} argument{'s' * (low != 1)}"
-    else:
-        expected = f"{low} to {high} arguments"
-    token = directive.args[high] if high is not None and count > high else directive.name
-    raise BadValue.at(token, f"{what}: expected {expected}, got {count}")
-
-
-def _integer(token: Token, what: str, low: int, high: int | None) -> int:
-    if not token.text.isdigit():
-        raise BadValue.at(token, f"{what}: {token.text!r} is not a whole number")
-    value = int(token.text)
-    if value < low or (high is not None and value > high):
-        limit = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise BadValue.at(token, f"{what}: {value} is out of range ({limit})")
-    return value
-
-
-def _duration(token: Token, what: str) -> float:
-    try:
-        return parse_duration(token.text)
-    except ConfigError as exc:
-        raise BadValue.at(token, f"{what}: {exc}") from None
 
 
 def _http_address(token: Token, what: str) -> str:

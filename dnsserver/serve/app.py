@@ -16,14 +16,17 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from dnsserver import forwarding, kube, manifests, resolvconf
-from dnsserver.autopath import AutoPath
-from dnsserver.config import Config, ConfigError, split_host_port
-from dnsserver.handler import Handler
-from dnsserver.metrics import Metrics
-from dnsserver.ops import OpsServer
-from dnsserver.querylog import QueryLog
-from dnsserver.transport import DnsListeners, Limits
+from dnsserver.cluster import manifests
+from dnsserver.cluster import watch as kube
+from dnsserver.config import resolvconf
+from dnsserver.config.settings import Config, ConfigError, split_host_port
+from dnsserver.plugins import forward as forwarding
+from dnsserver.plugins.autopath import AutoPath
+from dnsserver.plugins.log import QueryLog
+from dnsserver.serve.handler import Handler
+from dnsserver.serve.http import OpsServer
+from dnsserver.serve.metrics import Metrics
+from dnsserver.serve.transport import DnsListeners, Limits
 from zones import model
 from zones.zone import Zone
 

@@ -25,12 +25,12 @@ from typing import Any
 
 import dnslib
 
-from dnsserver import wire
-from dnsserver.autopath import AutoPath
-from dnsserver.forward import fit_udp
-from dnsserver.forwarding import Forwarding, Pending
-from dnsserver.metrics import DURATION_BUCKETS, QueryStats
-from dnsserver.querylog import QueryLog
+from dnsserver.plugins.autopath import AutoPath
+from dnsserver.plugins.forward import Forwarding, Pending
+from dnsserver.plugins.log import QueryLog
+from dnsserver.plugins.upstream import fit_udp
+from dnsserver.serve import wire
+from dnsserver.serve.metrics import DURATION_BUCKETS, QueryStats
 from zones import names
 from zones.records import NOERROR, NOTIMP, NXDOMAIN, REFUSED, SERVFAIL, Answer
 from zones.zone import Zone

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import re
 
-from dnsserver import wire
-from dnsserver.config import LogConfig, name_in_zone
-from dnsserver.metrics import NAMED_TYPES, RCODES
+from dnsserver.config.settings import LogConfig, name_in_zone
+from dnsserver.serve import wire
+from dnsserver.serve.metrics import NAMED_TYPES, RCODES
 from zones import names
 
 log = logging.getLogger("dnsserver.query")

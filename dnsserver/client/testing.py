@@ -8,9 +8,9 @@
         cluster.apply({"kind": "Service", "metadata": {"name": "cache", "namespace": "shop"}})
         cluster.resolve("cache").addresses         # our glibc/musl stub, with its query list
 
-The server is :class:`dnsserver.app.DnsServer`, serving UDP and TCP on a free loopback port
+The server is :class:`dnsserver.serve.app.DnsServer`, serving UDP and TCP on a free loopback port
 from a background thread that runs its own asyncio loop. Manifests are paths (files or
-folders), YAML text, or dicts, mixed freely; they go through :mod:`dnsserver.manifests`, so
+folders), YAML text, or dicts, mixed freely; they go through :mod:`dnsserver.cluster.manifests`, so
 kinds DNS does not use are skipped, namespaces are created, and Services without a
 ``clusterIP`` get the address the loader would give them. :meth:`ClusterDNS.apply` and
 :meth:`ClusterDNS.delete` change the cluster on the server's own loop and return once the
@@ -22,7 +22,7 @@ of names tried is glibc's: as-is first when ``dots >= ndots``, else the search l
 name as-is. But dnspython asks one qtype at a time, and it stops the walk on NODATA
 (``NoAnswer``), as musl does, where glibc goes on; on SERVFAIL it raises
 ``NoNameservers`` where glibc tries the next search domain. Use :meth:`ClusterDNS.resolve`
-(our stub, :mod:`dnsserver.resolver`) when the exact libc walk matters.
+(our stub, :mod:`dnsserver.client.resolver`) when the exact libc walk matters.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ import dns.name
 import dns.resolver
 import yaml
 
-from dnsserver import app, manifests
-from dnsserver import resolver as stub
-from dnsserver.config import Config
+from dnsserver.client import resolver as stub
+from dnsserver.cluster import manifests
+from dnsserver.config.settings import Config
+from dnsserver.serve import app
 from zones import convert, model
 from zones.zone import Zone
 
@@ -286,7 +287,7 @@ class ClusterDNS:
 
 
 def load(sources: Iterable[Manifest]) -> list[model.ClusterObject]:
-    """Every DNS-relevant object of ``sources``, through :func:`dnsserver.manifests.load`.
+    """Every DNS-relevant object of ``sources``, through :func:`dnsserver.cluster.manifests.load`.
 
     The sources are copied in order into one folder, so the loader sees them all at once
     (one ClusterIP allocation, later objects replacing earlier ones with the same key).

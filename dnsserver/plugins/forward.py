@@ -1,6 +1,6 @@
 """Names outside the served zones: the cache, then the upstream (CoreDNS ``cache`` + ``forward``).
 
-Built from the configuration by :func:`build`; used by :class:`~dnsserver.handler.Handler`
+Built from the configuration by :func:`build`; used by :class:`~dnsserver.serve.handler.Handler`
 for queries the zone does not answer (and NXDOMAINs under ``fallthrough`` zones). A cache hit is
 answered synchronously, like a zone answer; a miss returns a coroutine that the transport runs
 and answers when the upstream replies. The cache only ever holds forwarded replies: the cluster
@@ -18,11 +18,12 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from dnsserver import resolvconf, wire
-from dnsserver.cache import Cache, key_for
-from dnsserver.config import CacheConfig, Config, ForwardConfig
-from dnsserver.forward import Forwarder, ForwardRouter, fit_udp, points_at_us, zone_to_wire
-from dnsserver.resolvconf import Upstream
+from dnsserver.config import resolvconf
+from dnsserver.config.resolvconf import Upstream
+from dnsserver.config.settings import CacheConfig, Config, ForwardConfig
+from dnsserver.plugins.cache import Cache, key_for
+from dnsserver.plugins.upstream import Forwarder, ForwardRouter, fit_udp, points_at_us, zone_to_wire
+from dnsserver.serve import wire
 
 log = logging.getLogger("dnsserver.forward")
 

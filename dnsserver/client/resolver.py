@@ -45,7 +45,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from dnsserver import resolvconf
+from dnsserver.config import resolvconf
 
 Mode = Literal["glibc", "musl"]
 MODES: tuple[Mode, ...] = ("glibc", "musl")
@@ -124,7 +124,7 @@ class ResolverConfig:
     def from_resolv_conf(
         cls, text: str, *, mode: Mode = "glibc", port: int = 53
     ) -> ResolverConfig:
-        """Parse resolv.conf text with :func:`dnsserver.resolvconf.parse` (glibc's rules).
+        """Parse resolv.conf text with :func:`dnsserver.config.resolvconf.parse` (glibc's rules).
 
         ``nameserver`` lines (the first 3 are used), ``search``/``domain`` (the last wins),
         ``options ndots: timeout: attempts: use-vc``. Without a nameserver, 127.0.0.1, as

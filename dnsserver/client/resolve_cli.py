@@ -21,7 +21,7 @@ from pathlib import Path
 
 import dns.rdatatype
 
-from dnsserver import resolver
+from dnsserver.client import resolver
 
 DEFAULT_SERVER = ("127.0.0.1", 5353)
 EXIT_ANSWER, EXIT_NO_ANSWER, EXIT_USAGE = 0, 1, 2

@@ -54,7 +54,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from dnsserver import wire
+from dnsserver.serve import wire
 from zones.records import NOERROR, NXDOMAIN, OPT, SERVFAIL, SOA
 
 SUCCESS = "success"

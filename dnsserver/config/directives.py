@@ -1,0 +1,129 @@
+"""The parts of a Corefile every plugin's parser reads: tokens, directives, errors, values.
+
+A plugin's options parser (``dnsserver/plugins/*.py``) takes a :class:`Directive` (the
+plugin's line and its block) and raises a :class:`CorefileError` subclass that names the file
+and line. :mod:`dnsserver.config.corefile` reads the text into directives and calls them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+from dnsserver.config.settings import ConfigError, parse_duration
+
+# -- errors and warnings -------------------------------------------------------------------
+
+class CorefileError(ConfigError):
+    """The Corefile cannot be used."""
+
+    def __init__(self, path: str, line: int, detail: str) -> None:
+        super().__init__(f"{path}:{line}: {detail}")
+        self.path = path
+        self.line = line
+        self.detail = detail
+
+    @classmethod
+    def at(cls, token: Token, detail: str) -> Self:
+        return cls(token.file, token.line, detail)
+
+
+class CorefileSyntaxError(CorefileError):
+    """Braces, quotes, snippets or imports do not fit together."""
+
+
+class UnknownPlugin(CorefileError):
+    """A directive names a plugin this server does not have."""
+
+
+class UnknownOption(CorefileError):
+    """A plugin's block holds an option that plugin does not have."""
+
+
+class Unsupported(CorefileError):
+    """A CoreDNS plugin, option or form whose behaviour this server does not implement."""
+
+
+class BadValue(CorefileError):
+    """An argument is missing, extra or malformed: a number, duration, address or zone."""
+
+
+class Conflict(CorefileError):
+    """Two parts of the Corefile contradict each other: a zone served twice, a plugin twice."""
+
+
+@dataclass(frozen=True, slots=True)
+class CorefileWarning:
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+    file: str
+    line: int
+    end_line: int  # differs from line only for a quoted token spanning lines
+    quoted: bool = False
+
+    @property
+    def opens(self) -> bool:
+        return self.text == "{" and not self.quoted
+
+    @property
+    def closes(self) -> bool:
+        return self.text == "}" and not self.quoted
+
+    @property
+    def is_brace(self) -> bool:
+        return self.opens or self.closes
+
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """One line: a plugin (or option) name, its arguments, and its block if it has one."""
+
+    name: Token
+    args: tuple[Token, ...]
+    body: tuple[Directive, ...] | None
+
+
+
+# -- values every parser uses --------------------------------------------------------------
+
+def arity(directive: Directive, what: str, low: int, high: int | None) -> tuple[Token, ...]:
+    """``directive``'s arguments, if there are ``low`` to ``high`` (None: any) of them."""
+    count = len(directive.args)
+    if low <= count and (high is None or count <= high):
+        return directive.args
+    if high is None:
+        expected = f"at least {low} argument{'s' * (low != 1)}"
+    elif low == high:
+        expected = "no arguments" if low == 0 else f"{low} argument{'s' * (low != 1)}"
+    else:
+        expected = f"{low} to {high} arguments"
+    token = directive.args[high] if high is not None and count > high else directive.name
+    raise BadValue.at(token, f"{what}: expected {expected}, got {count}")
+
+
+def integer(token: Token, what: str, low: int, high: int | None) -> int:
+    if not token.text.isdigit():
+        raise BadValue.at(token, f"{what}: {token.text!r} is not a whole number")
+    value = int(token.text)
+    if value < low or (high is not None and value > high):
+        limit = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise BadValue.at(token, f"{what}: {value} is out of range ({limit})")
+    return value
+
+
+def duration(token: Token, what: str) -> float:
+    try:
+        return parse_duration(token.text)
+    except ConfigError as exc:
+        raise BadValue.at(token, f"{what}: {exc}") from None

@@ -1,0 +1,145 @@
+"""The slow path's plugins, in CoreDNS's fixed order, and what they take off the fast path.
+
+CoreDNS runs every query through its plugins in the order of ``core/plugin.cfg``, whatever
+order the Corefile writes them in. We keep that order for the queries the slow path answers:
+:data:`ORDER` is the one place it is written. A plugin either answers (returns a reply) or
+hands the query to the next one (``next_plugin(request)``), as CoreDNS's ``Next``.
+
+The hot path (:meth:`~dnsserver.serve.handler.Handler.handle`) does not walk this chain: it
+answers the common query from the cluster zone's pre-encoded index. A plugin placed before
+``kubernetes`` that could answer a name the index holds must say so with an
+:class:`Interception`; the handler sends such queries to the slow path. A plugin that
+intercepts nothing costs the hot path nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dnsserver.serve import wire
+
+# CoreDNS's plugin.cfg order, for the plugins this server has. ``cache`` sits before
+# ``rewrite`` there; ours caches forwarded replies only, inside ``forward`` (README).
+ORDER = ("rewrite", "template", "hosts", "kubernetes", "forward")
+
+# A reply, nothing (drop), or a reply that waits on an upstream.
+Reply = bytes | None | Coroutine[Any, Any, bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One query on the slow path, parsed once and handed down the chain."""
+
+    data: bytes  # the message as received (or as a plugin such as rewrite changed it)
+    query: wire.Query
+    key: bytes  # the question's name, lower-case wire form
+    tcp: bool
+    client: str  # the client's IP address
+    count: Callable[[int, int, str], None]  # count(qtype, rcode, plugin) for the metrics
+
+    @property
+    def qtype(self) -> int:
+        return self.query.qtype
+
+
+Next = Callable[[Request], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class Interception:
+    """Which queries a plugin before ``kubernetes`` may answer, so the fast path leaves them.
+
+    ``names``: exact lower-case wire names; ``zones``: lower-case wire zones (a name at or
+    below one, of a type in ``qtypes``; ``qtypes`` None means every type). A zone of ``b"\\x00"``
+    (the root) with ``qtypes`` None takes every query off the fast path.
+    """
+
+    names: frozenset[bytes] = frozenset()
+    zones: tuple[bytes, ...] = ()
+    qtypes: frozenset[int] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.names and not self.zones
+
+
+NOTHING = Interception()
+
+
+class Plugin(Protocol):
+    """One Corefile plugin on the slow path."""
+
+    @property
+    def name(self) -> str:
+        """CoreDNS's name of the plugin (``hosts``), as metrics label it."""
+        ...
+
+    def serve(self, request: Request, next_plugin: Next) -> Reply:
+        """Answer ``request``, or return ``next_plugin(request)``."""
+        ...
+
+    def interception(self) -> Interception:
+        """The queries this plugin may answer that the cluster zone's index also holds."""
+        ...
+
+
+def ordered(plugins: Iterable[Plugin]) -> list[Plugin]:
+    """``plugins`` in CoreDNS's order (:data:`ORDER`); several of one name keep theirs."""
+    return sorted(plugins, key=lambda plugin: ORDER.index(plugin.name))
+
+
+def compose(plugins: Sequence[Plugin], last: Next) -> Next:
+    """One callable that runs ``plugins`` in order, then ``last``."""
+    handler = last
+    for plugin in reversed(plugins):
+        handler = _link(plugin, handler)
+    return handler
+
+
+def _link(plugin: Plugin, next_plugin: Next) -> Next:
+    serve = plugin.serve
+    return lambda request: serve(request, next_plugin)
+
+
+def in_zone(key: bytes, zone: bytes) -> bool:
+    """Whether the wire name ``key`` is ``zone`` or below it (both lower case)."""
+    if zone in (b"\x00", key):
+        return True
+    if not key.endswith(zone):
+        return False
+    # the suffix must start at a label boundary
+    position = 0
+    boundary = len(key) - len(zone)
+    while position < boundary:
+        position += key[position] + 1
+    return position == boundary
+
+
+class FastPathGuard:
+    """Whether a query must leave the fast path because a plugin before ``kubernetes`` may
+    answer it. Built once per configuration from the plugins' :class:`Interception`."""
+
+    __slots__ = ("_names", "_rules")
+
+    def __init__(self, interceptions: Iterable[Interception]) -> None:
+        names: set[bytes] = set()
+        rules: list[tuple[bytes, frozenset[int] | None]] = []
+        for interception in interceptions:
+            names |= interception.names
+            rules.extend((zone, interception.qtypes) for zone in interception.zones)
+        self._names = frozenset(names)
+        self._rules = tuple(rules)
+
+    @property
+    def empty(self) -> bool:
+        return not self._names and not self._rules
+
+    def __call__(self, key: bytes, qtype: int) -> bool:
+        if key in self._names:
+            return True
+        return any(
+            (qtypes is None or qtype in qtypes) and in_zone(key, zone)
+            for zone, qtypes in self._rules
+        )

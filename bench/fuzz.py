@@ -126,8 +126,9 @@ def write_manifests(folder: Path, count: int = BIG_ENDPOINTS) -> Path:
 
 def build_handler() -> Handler:
     """A handler as ``DnsServer`` makes it: the example cluster plus :func:`big_headless`."""
-    from dnsserver import app, manifests  # noqa: PLC0415  (imported late: atheris instruments)
+    from dnsserver.cluster import manifests  # noqa: PLC0415  (imported late: atheris instruments)
     from dnsserver.config.settings import Config  # noqa: PLC0415
+    from dnsserver.serve import app  # noqa: PLC0415
     from zones import convert  # noqa: PLC0415
 
     objects = manifests.load(app.example_manifests())

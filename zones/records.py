@@ -19,6 +19,9 @@ from zones import names
 
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, OPT = 1, 2, 5, 6, 12, 15, 16, 28, 33, 41
 IXFR, AXFR, ANY = 251, 252, 255
+# The only types a name of ours can hold records of (SOA aside, at the apex): every other type
+# is NODATA wherever the name exists, known without looking at the name's data.
+RECORD_QTYPES = frozenset({A, NS, CNAME, PTR, TXT, AAAA, SRV})
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 CLASS_IN = 1
 AA = 0x04
@@ -87,7 +90,7 @@ class SoaRecord:
     question, so they come back in the client's case, as CoreDNS builds them from the qname.
     """
 
-    __slots__ = ("_by_offset", "_numbers", "origin", "serial", "ttl", "zone_length")
+    __slots__ = ("_answer", "_by_offset", "_numbers", "origin", "serial", "ttl", "zone_length")
 
     def __init__(self, origin: str, ttl: int, serial: int) -> None:
         self.origin = origin
@@ -96,12 +99,21 @@ class SoaRecord:
         self.serial = serial
         self._numbers = b""
         self._by_offset: dict[int, bytes] = {}
+        self._answer: Answer | None = None
         self.set_serial(serial)
 
     def set_serial(self, serial: int) -> None:
         self.serial = serial
         self._numbers = struct.pack(">IIIII", serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, self.ttl)
         self._by_offset = {}
+        self._answer = None
+
+    @property
+    def answer(self) -> Answer:
+        """The answer to an SOA query at the apex, kept until the serial changes."""
+        if self._answer is None:
+            self._answer = positive([self.authority_for(self.zone_length)])
+        return self._answer
 
     def authority_for(self, name_length: int) -> bytes:
         """The SOA record for a reply whose question name is ``name_length`` octets long."""
@@ -196,16 +208,28 @@ def _compress_owner(record: bytes, answer: bytes, answer_offset: int) -> bytes:
     return (0xC000 | (answer_offset + found)).to_bytes(2, "big") + record[end + 1 :]
 
 
+def without_records(qtype: int, origin: Origin, apex: bool) -> Answer | None:
+    """The answer for ``qtype`` at an existing name when it does not depend on the name's
+    records (None for :data:`RECORD_QTYPES`): transfers are refused, SOA is answered at the
+    apex only, and every other type is NODATA."""
+    if qtype in RECORD_QTYPES:
+        return None
+    if qtype in (AXFR, IXFR):
+        return origin.refused
+    if qtype == SOA and apex:
+        return origin.soa.answer
+    return origin.nodata
+
+
 def encode(
     rrsets: RRSets, qtype: int, origin: Origin, chase: Chase | None = None,
     name_length: int | None = None,
 ) -> Answer:
     """The answer for ``qtype`` at a name holding ``rrsets`` (NODATA when it holds none);
     ``name_length``, the question name's wire length, lets additional records be compressed."""
-    if qtype in (AXFR, IXFR):
-        return origin.refused
-    if qtype == SOA and rrsets.apex:
-        return positive([origin.soa.authority_for(origin.soa.zone_length)])
+    fixed = without_records(qtype, origin, rrsets.apex)
+    if fixed is not None:
+        return fixed
     answer, additional = section_records(rrsets, qtype, origin.ttl, QNAME_POINTER, chase)
     if not answer:
         return origin.nodata

@@ -34,6 +34,7 @@ from zones.records import (
     Srv,
     encode,
     section_records,
+    without_records,
 )
 
 KUBE_DNS = ("kube-system", "kube-dns")
@@ -70,6 +71,16 @@ class Node(dict[int, Answer]):
         return self.view.rrsets(self.selector)
 
     def __missing__(self, qtype: int) -> Answer:
+        origin = self.origin
+        # Most of the 65,536 types never need the record sets (which a big headless Service
+        # rebuilds at some cost): one shared answer of the zone, never kept per type but for
+        # the few common ones. Only the apex has this node's name length and an SOA.
+        apex = self.name_length == origin.soa.zone_length and self.rrsets.apex
+        fixed = without_records(qtype, origin, apex)
+        if fixed is not None:
+            if qtype in CACHED_QTYPES:
+                self[qtype] = fixed
+            return fixed
         rrsets = self.rrsets
         if rrsets.cname:
             # CNAME answers embed their target's records, which another Service owns: kept
@@ -136,6 +147,7 @@ class Zone:
         # next change: search-path misses are most of what a cluster DNS server answers.
         self._misses: dict[bytes, Answer] = {}
         self._volatile: dict[tuple[int, int], tuple[Node, Answer]] = {}  # (id(node), qtype)
+        self._aliases: dict[tuple[bytes, int], Answer] = {}  # "http.tcp.<svc>..." spellings
         self._ptr_view = _PtrView(self)
         self._changed = False
         self._rebuild_apex()
@@ -200,9 +212,23 @@ class Zone:
             with contextlib.suppress(ValueError):
                 node = self.index.get(names.to_wire(canonical))
                 if node is not None and canonical != names.from_wire(wire):
-                    # Not node[qtype]: its cached bytes point into a question of another length.
-                    return encode(node.rrsets, qtype, node.origin, self.chase, len(wire))
+                    return self._alias_answer(wire, node, qtype)
         return self._nxdomain(origin)
+
+    def _alias_answer(self, wire: bytes, node: Node, qtype: int) -> Answer:
+        """The answer of ``node`` asked by another spelling of its name (a port name without
+        its underscores). Not node[qtype]: its bytes point into a question of another length.
+        At most three spellings per port name, and only the types with records are kept."""
+        fixed = without_records(qtype, node.origin, False)
+        if fixed is not None:
+            return fixed
+        key = (wire, qtype)
+        answer = self._aliases.get(key)
+        if answer is None:
+            answer = encode(node.rrsets, qtype, node.origin, self.chase, len(wire))
+            if len(self._aliases) < MAX_CACHED_MISSES:
+                self._aliases[key] = answer
+        return answer
 
     def nodata_for(self, wire: bytes) -> Answer | None:
         """The NODATA answer of the zone holding ``wire`` (None outside the zones)."""
@@ -537,6 +563,7 @@ class Zone:
         Answers that depend on other names are forgotten."""
         self._misses.clear()
         self._volatile.clear()
+        self._aliases.clear()
         serial = max(int(self._clock()), self.serial + 1) & 0xFFFFFFFF
         for origin in self._forward + self._reverse:
             origin.soa.set_serial(serial)

@@ -395,8 +395,8 @@ def test_bad_host_port(text: str) -> None:
 # -- bad input: the error class and its file:line ------------------------------------------
 
 BAD: list[tuple[str, str, type[CorefileError], int, str]] = [
-    ("unknown plugin", with_kube("rewrite name foo bar"), UnknownPlugin, 3,
-     "unknown plugin 'rewrite'"),
+    ("unknown plugin", with_kube("dns64 prefix 64:ff9b::/96"), UnknownPlugin, 3,
+     "unknown plugin 'dns64'"),
     ("unknown option", kube("podz verified"), UnknownOption, 3,
      "kubernetes: unknown option 'podz'"),
     ("unknown forward option", with_kube("forward . 1.1.1.1 {", "max_concurent 10", "}"),
@@ -541,7 +541,7 @@ def test_load_of_a_missing_file() -> None:
 # -- lenient mode and warnings -------------------------------------------------------------
 
 def test_lenient_mode_keeps_unknown_and_unsupported_parts_as_warnings() -> None:
-    text = (block("rewrite name foo bar", "kubernetes cluster.local {", "pods verified",
+    text = (block("dns64 prefix 64:ff9b::/96", "kubernetes cluster.local {", "pods verified",
                   "noendpoints", "podz 3", "}", "forward . 1.1.1.1 {", "tls_servername x",
                   "}", "loadbalance weighted /w.txt") +
             block("file db.example.org", key="example.org"))
@@ -550,7 +550,7 @@ def test_lenient_mode_keeps_unknown_and_unsupported_parts_as_warnings() -> None:
     assert parsed.config.forward == ForwardConfig(to=("1.1.1.1:53",))
     assert (parsed.config.loadbalance, parsed.config.stub_domains) == (False, ())
     assert [str(w) for w in parsed.warnings] == [
-        "Corefile:2: unknown plugin 'rewrite'; ignored",
+        "Corefile:2: unknown plugin 'dns64'; ignored",
         "Corefile:5: kubernetes: option 'noendpoints' is not supported; ignored",
         "Corefile:6: kubernetes: unknown option 'podz'; ignored",
         "Corefile:9: forward: option 'tls_servername' is not supported; ignored",

@@ -337,7 +337,7 @@ def test_the_server_reads_that_corefile_strictly_on_the_pods_ports(
 ) -> None:
     """`dnsserver serve --corefile` takes it as is (no warning, nothing unknown), and what it
     binds is what the pod declares and probes: .:53, health :8080, ready :8181, metrics :9153."""
-    from dnsserver import corefile  # noqa: PLC0415  (the server's own parser)
+    from dnsserver.config import corefile  # noqa: PLC0415  (the server's own parser)
 
     parsed = corefile.parse_with_warnings(base["ConfigMap", NS, NAME]["data"]["Corefile"])
     assert parsed.warnings == ()

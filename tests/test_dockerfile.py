@@ -194,7 +194,8 @@ def test_the_build_context_holds_what_the_builder_copies_and_nothing_else(
     assert sources == ["pyproject.toml", "README.md", "zones", "dnsserver"]
     # Every package the wheel is built from, and the readme its metadata reads, is copied.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = {name.split(".")[0] for name in project["tool"]["setuptools"]["packages"]}
+    included = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {name.split(".")[0] for name in included}
     assert packages | {project["project"]["readme"]} <= set(sources)
     for source in sources:
         assert (ROOT / source).exists(), source

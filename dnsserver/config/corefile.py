@@ -51,6 +51,7 @@ from dnsserver.config.directives import (
     CorefileSyntaxError,
     CorefileWarning,
     Directive,
+    ParseContext,
     Token,
     UnknownOption,
     UnknownPlugin,
@@ -81,6 +82,8 @@ from dnsserver.config.settings import (
     normalize_zone,
     split_host_port,
 )
+from dnsserver.plugins import hosts, rewrite, template
+from dnsserver.plugins.chain import PluginOptions
 from zones.model import PodsMode
 
 log = logging.getLogger("dnsserver.corefile")
@@ -408,10 +411,17 @@ class _Draft:
     errors: bool = False
     loop_detect: bool = False
     loadbalance: bool = False
+    chain: list[PluginOptions] = field(default_factory=list)
     set_at: dict[str, Token] = field(default_factory=dict)  # process-wide plugin → its line
 
 
 _Handler = Callable[["_Builder", Directive, _Block], None]
+# The chain's plugins, each parsed by its own module (None: left out, in lenient mode).
+CHAIN_PARSERS: dict[str, Callable[[Directive, ParseContext], PluginOptions | None]] = {
+    "rewrite": rewrite.parse,
+    "template": template.parse,
+    "hosts": hosts.parse,
+}
 _SECURE_SCHEMES = ("tls://", "https://", "grpc://", "quic://", "h3://")
 
 
@@ -590,6 +600,7 @@ class _Builder:
             loop_detect=draft.loop_detect,
             reload=draft.reload,
             loadbalance=draft.loadbalance,
+            chain=tuple(draft.chain),
         )
 
     def process_wide(self, name: str, value: object, token: Token) -> None:
@@ -972,6 +983,13 @@ class _Builder:
         self.options(directive, "loadbalance", {})
         self.draft.loadbalance = True
 
+    def chained(self, directive: Directive, block: _Block) -> None:
+        """A plugin of the slow path's chain: its own module parses its options."""
+        context = ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
+        options = CHAIN_PARSERS[directive.name.text](directive, context)
+        if options is not None:
+            self.draft.chain.append(options)
+
     def log(self, directive: Directive, block: _Block) -> None:
         """``log [NAMES...] [FORMAT] { class CLASSES... }``; blocks' log zones add up."""
         args = list(directive.args)
@@ -1032,9 +1050,10 @@ PLUGINS: dict[str, _Handler] = {
     "reload": _Builder.reload,
     "loadbalance": _Builder.loadbalance,
     "bind": _Builder.bind,
+    **{name: _Builder.chained for name in CHAIN_PARSERS},
 }
-MAIN_ONLY = frozenset({"kubernetes", "autopath"})
-REPEATABLE = frozenset({"forward", "bind"})
+MAIN_ONLY = frozenset({"kubernetes", "autopath", *CHAIN_PARSERS})
+REPEATABLE = frozenset({"forward", "bind", "template", "rewrite"})
 
 
 # -- value helpers -------------------------------------------------------------------------

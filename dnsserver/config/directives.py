@@ -7,7 +7,7 @@ and line. :mod:`dnsserver.config.corefile` reads the text into directives and ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 from dnsserver.config.settings import ConfigError, parse_duration
@@ -127,3 +127,28 @@ def duration(token: Token, what: str) -> float:
         return parse_duration(token.text)
     except ConfigError as exc:
         raise BadValue.at(token, f"{what}: {exc}") from None
+
+
+# -- what a plugin's parser is given -------------------------------------------------------
+
+@dataclass(slots=True)
+class ParseContext:
+    """What a plugin's options parser may know and do besides reading its directive.
+
+    ``zones``: the server block's zones (lower case, no trailing dot; ``"."`` the root), the
+    default zones of a plugin that takes zone arguments. ``lenient``: turn refusals into
+    warnings (``--lenient``); :meth:`soft` does that for an error that leaves a part out.
+    """
+
+    zones: tuple[str, ...]
+    lenient: bool = False
+    warnings: list[CorefileWarning] = field(default_factory=list)
+
+    def warn(self, token: Token, message: str) -> None:
+        self.warnings.append(CorefileWarning(token.file, token.line, message))
+
+    def soft(self, error: CorefileError) -> None:
+        """Raise ``error``, or keep it as a warning in lenient mode (the part is left out)."""
+        if not self.lenient:
+            raise error
+        self.warnings.append(CorefileWarning(error.path, error.line, f"{error.detail}; ignored"))

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
+from dnsserver.plugins.chain import PluginOptions
 from zones.model import PodsMode
 
 DEFAULT_LISTEN = ("127.0.0.1", 5353)
@@ -205,6 +206,7 @@ class Config:
     loop_detect: bool = False
     reload: ReloadConfig | None = None
     loadbalance: bool = False
+    chain: tuple[PluginOptions, ...] = ()  # rewrite, template, hosts … in the Corefile's order
     corefile: Path | None = None  # the file this came from (what ``reload`` watches)
 
     @property

@@ -20,6 +20,7 @@ from dnsserver.cluster import manifests
 from dnsserver.cluster import watch as kube
 from dnsserver.config import resolvconf
 from dnsserver.config.settings import Config, ConfigError, split_host_port
+from dnsserver.plugins import chain
 from dnsserver.plugins import forward as forwarding
 from dnsserver.plugins.autopath import AutoPath
 from dnsserver.plugins.log import QueryLog
@@ -66,7 +67,9 @@ class DnsServer:
         self.autopath = _make_autopath(config, self.zone)
         first = config.listen[0]
         self.metrics = Metrics(server=f"dns://{_format_address(first)}")
-        self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config))
+        self.plugins = _make_plugins(config)
+        self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config),
+                               plugins=self.plugins)
         self.metrics.add_source(self._autopath_metrics)
         self.metrics.add_source(self._forwarding_metrics)
         self.metrics.add_source(self._reload_metrics)
@@ -136,6 +139,8 @@ class DnsServer:
         self.forwarding = forwarding.build(self.config, self.addresses)
         self.handler.forwarding = self.forwarding
         self._connect_autopath()
+        for plugin in self.plugins:
+            await plugin.start()
         await self.ops.start()
         self._api = api
         if api is not None:
@@ -156,6 +161,8 @@ class DnsServer:
         await self.listeners.stop()
         if self.forwarding is not None:
             await self.forwarding.close()
+        for plugin in self.plugins:
+            await plugin.close()
         await self.ops.stop()
 
     # -- reload ---------------------------------------------------------------------------
@@ -186,6 +193,11 @@ class DnsServer:
         """Switch to ``new`` without dropping queries or going unready: what changed is built
         beside what runs, then swapped in between two queries (the event loop runs both)."""
         old = self.config
+        plugins = self.plugins
+        if old.chain != new.chain:
+            plugins = _make_plugins(new)
+            for plugin in plugins:
+                await plugin.start()
         zone = self.zone
         if _zone_shape(old) != _zone_shape(new):
             zone = _make_zone(new)
@@ -207,6 +219,11 @@ class DnsServer:
             autopath = _make_autopath(new, zone)
         self.zone, self.autopath, self.config = zone, autopath, new
         self.handler.use(zone, autopath, _query_log(new))
+        if plugins is not self.plugins:
+            previous_plugins, self.plugins = self.plugins, plugins
+            self.handler.use_plugins(plugins)
+            for plugin in previous_plugins:
+                await plugin.close()
         await self.listeners.update(list(new.listen), _limits(new))
         if _forwarding_shape(old) != _forwarding_shape(new):
             previous = self.forwarding
@@ -344,6 +361,11 @@ def _make_ops(config: Config, readiness: Callable[[], str | None], metrics: Metr
         ready=_address(config.ready_address), metrics=_address(config.prometheus_address),
         readiness=readiness, registry=metrics.registry,
     )
+
+
+def _make_plugins(config: Config) -> list[chain.Plugin]:
+    context = chain.BuildContext(cluster_zones=config.zones)
+    return [options.build(context) for options in config.chain]
 
 
 def _query_log(config: Config) -> QueryLog | None:

@@ -9,9 +9,12 @@ objects are made, nothing is awaited, nothing is logged. Anything else takes
 have a header → dropped; a reply → dropped; unknown opcode → NOTIMP; malformed → FORMERR;
 class not IN → REFUSED; EDNS version not 0 → BADVERS; a bug → SERVFAIL, logged once.
 
-Names the zone does not hold go to autopath's walk (for pods), then to the forwarder: a cache
-hit is answered here and now; otherwise :meth:`handle` returns a coroutine that the transport
-awaits, and the query path itself never waits.
+The slow path walks the plugin chain (:mod:`dnsserver.plugins.chain`) in CoreDNS's order:
+rewrite, template, hosts, then the cluster zone (:meth:`Handler._cluster`), whose names it
+does not hold go to autopath's walk (for pods), then to the forwarder: a cache hit is answered
+here and now; otherwise :meth:`handle` returns a coroutine that the transport awaits, and the
+query path itself never waits. A plugin before the cluster zone that may answer a name the
+index holds takes that query off the fast path (:class:`~dnsserver.plugins.chain.FastPathGuard`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from __future__ import annotations
 import logging
 import traceback
 from bisect import bisect_left
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from time import perf_counter
 from typing import Any
 
 import dnslib
 
+from dnsserver.plugins import chain
 from dnsserver.plugins.autopath import AutoPath
 from dnsserver.plugins.forward import Forwarding, Pending
 from dnsserver.plugins.log import QueryLog
@@ -37,8 +41,7 @@ from zones.zone import Zone
 
 log = logging.getLogger("dnsserver")
 
-# A reply, nothing (drop), or a reply that waits on an upstream.
-Reply = bytes | None | Coroutine[Any, Any, bytes | None]
+Reply = chain.Reply
 
 _PLAIN_QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QD=1, AN=0, NS=0, high byte of AR=0
 
@@ -49,6 +52,7 @@ class Handler:
     def __init__(
         self, zone: Zone, autopath: AutoPath | None = None, stats: QueryStats | None = None,
         query_log: QueryLog | None = None, forwarding: Forwarding | None = None,
+        plugins: Sequence[chain.Plugin] = (),
     ) -> None:
         self.zone = zone
         self.autopath = autopath
@@ -60,6 +64,10 @@ class Handler:
         self._index = zone.index  # the same dict for the zone's whole life
         self._logged_bugs: set[tuple[str, str, int]] = set()
         self._turn = 0  # loadbalance: which rotation the next reply takes
+        self.plugins: list[chain.Plugin] = []
+        self._chain: chain.Next = self._cluster
+        self._guard: chain.FastPathGuard | None = None
+        self.use_plugins(plugins)
 
     def handle(
         self, data: bytes, tcp: bool = False, client: str = "", port: int = 0
@@ -93,6 +101,14 @@ class Handler:
         """Answer from another zone from the next query on (a reload)."""
         self.zone, self._index = zone, zone.index
         self.autopath, self.query_log = autopath, query_log
+
+    def use_plugins(self, plugins: Sequence[chain.Plugin]) -> None:
+        """Walk ``plugins`` (in CoreDNS's order) before the cluster zone from the next query
+        on; the fast path leaves the queries they may answer."""
+        self.plugins = chain.ordered(plugins)
+        self._chain = chain.compose(self.plugins, self._cluster)
+        guard = chain.FastPathGuard(plugin.interception() for plugin in self.plugins)
+        self._guard = None if guard.empty else guard
 
     def _done(self, reply: bytes | None, data: bytes, tcp: bool, client: str, port: int,
               started: float) -> bytes | None:
@@ -192,6 +208,8 @@ class Handler:
             return None
         qtype = data[end + 1] << 8 | data[end + 2]
         key = data[12 : end + 1].lower()
+        if self._guard is not None and self._guard(key, qtype):
+            return None  # a plugin before the cluster zone may answer it: the chain decides
         node = self._index.get(key)
         answer = node[qtype] if node is not None else self._missing(key, qtype, client)
         if answer is None or answer.chase:  # not ours, or a CNAME to finish upstream
@@ -250,22 +268,31 @@ class Handler:
         if edns is not None and edns.version != 0:
             self._count(tcp, client, query.qtype, wire.BADVERS, "")
             return wire.error_reply(data, query, wire.BADVERS)
-        key = query.name.lower()
-        node = self._index.get(key) if query.qclass == 1 else None
-        if query.qclass != 1:
-            answer = None
-        elif node is not None:
-            answer = node[query.qtype]
-        else:
-            answer = self._missing(key, query.qtype, client)
-        if answer is None and query.qclass == 1 and self.forwarding is not None:
-            forwarded = self.forwarding.answer(data, key, query.qtype, edns, tcp)
+        if query.qclass != 1:  # another class: nothing here serves it
+            self._count(tcp, client, query.qtype, REFUSED, "")
+            return wire.error_reply(data, query, REFUSED)
+        return self._chain(chain.Request(data, query, query.name.lower(), tcp, client,
+                                         self._counter(tcp, client)))
+
+    def _counter(self, tcp: bool, client: str) -> chain.Counter:
+        def count(qtype: int, rcode: int, plugin: str) -> None:
+            self._count(tcp, client, qtype, rcode, plugin)
+        return count
+
+    def _cluster(self, request: chain.Request) -> Reply:
+        """The chain's end: the cluster zone (with autopath), then the forwarder."""
+        data, query, key = request.data, request.query, request.key
+        tcp, client = request.tcp, request.client
+        node = self._index.get(key)
+        answer = node[query.qtype] if node is not None else self._missing(key, query.qtype, client)
+        if answer is None and self.forwarding is not None:
+            forwarded = self.forwarding.answer(data, key, query.qtype, query.edns, tcp)
             if isinstance(forwarded, bytes):  # from the cache
                 self._count(tcp, client, query.qtype, forwarded[3] & 0x0F, "cache")
                 return forwarded
             if forwarded is not None:
                 return self._forwarded(forwarded, query.qtype, tcp, client)
-        if answer is None:  # another class, or outside every served zone
+        if answer is None:  # outside every served zone
             self._count(tcp, client, query.qtype, REFUSED, "")
             return wire.error_reply(data, query, REFUSED)
         if answer.chase and self.forwarding is not None:

@@ -1,4 +1,4 @@
-"""The slow path's plugins, in CoreDNS's fixed order, and what they take off the fast path.
+"""The plugin chain of the slow path: CoreDNS's fixed order, and what leaves the fast path.
 
 CoreDNS runs every query through its plugins in the order of ``core/plugin.cfg``, whatever
 order the Corefile writes them in. We keep that order for the queries the slow path answers:
@@ -10,6 +10,12 @@ answers the common query from the cluster zone's pre-encoded index. A plugin pla
 ``kubernetes`` that could answer a name the index holds must say so with an
 :class:`Interception`; the handler sends such queries to the slow path. A plugin that
 intercepts nothing costs the hot path nothing.
+
+A plugin module (``dnsserver/plugins/hosts.py`` …) holds, readable alone: a frozen options
+dataclass (:class:`PluginOptions`), the parser that builds it from the Corefile directive
+(``parse(directive, context) -> Options``, errors with ``file:line``), and the
+:class:`Plugin` its ``build`` makes. The Config carries the options; the server builds the
+plugins, starts them, and closes them on reload or shutdown.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ ORDER = ("rewrite", "template", "hosts", "kubernetes", "forward")
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
 
+Counter = Callable[[int, int, str], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One query on the slow path, parsed once and handed down the chain."""
@@ -37,7 +46,7 @@ class Request:
     key: bytes  # the question's name, lower-case wire form
     tcp: bool
     client: str  # the client's IP address
-    count: Callable[[int, int, str], None]  # count(qtype, rcode, plugin) for the metrics
+    count: Counter  # count(qtype, rcode, plugin name) once per reply, for the metrics
 
     @property
     def qtype(self) -> int:
@@ -69,7 +78,8 @@ NOTHING = Interception()
 
 
 class Plugin(Protocol):
-    """One Corefile plugin on the slow path."""
+    """One Corefile plugin on the slow path. ``start`` runs once the event loop runs (a
+    plugin that reloads a file starts its task there); ``close`` stops what ``start`` began."""
 
     @property
     def name(self) -> str:
@@ -84,10 +94,35 @@ class Plugin(Protocol):
         """The queries this plugin may answer that the cluster zone's index also holds."""
         ...
 
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a plugin may need from the server when it is built."""
+
+    cluster_zones: tuple[str, ...]  # the kubernetes plugin's zones, lower case, no dot
+
+
+class PluginOptions(Protocol):
+    """A plugin's parsed options: frozen, comparable (a reload rebuilds only what changed)."""
+
+    @property
+    def plugin(self) -> str:
+        """The plugin's name in :data:`ORDER`."""
+        ...
+
+    def build(self, context: BuildContext) -> Plugin:
+        """The running plugin for these options."""
+        ...
+
 
 def ordered(plugins: Iterable[Plugin]) -> list[Plugin]:
     """``plugins`` in CoreDNS's order (:data:`ORDER`); several of one name keep theirs."""
     return sorted(plugins, key=lambda plugin: ORDER.index(plugin.name))
+
 
 
 def compose(plugins: Sequence[Plugin], last: Next) -> Next:

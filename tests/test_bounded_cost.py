@@ -10,6 +10,7 @@ reply equals the one the record-splitting truncation makes.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 
 import dns.flags
@@ -18,9 +19,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from dnsserver.serve import wire
 from dnsserver.serve.handler import Handler
 from zones import build, model, names
-from zones.records import RECORD_QTYPES, SOA
+from zones.records import CUTTABLE_BODY, RECORD_QTYPES, SOA, Answer
 from zones.zone import CACHED_QTYPES, Zone
 
 ENDPOINTS = 1000
@@ -137,6 +139,56 @@ def test_big_headless_answers_are_the_same_twice_and_after_a_change() -> None:
     assert sum(len(rrset) for rrset in full.answer) == ENDPOINTS - 100
     (soa,) = dns.message.from_wire(ask(handler, BIG, "CAA")).authority
     assert soa[0].serial == serial + 1
+
+
+def test_truncated_udp_replies_are_whole_records_as_before() -> None:
+    handler = Handler(make_zone())
+    for qtype, payload in (("A", None), ("A", 1232), ("A", 4000), ("SRV", None), ("SRV", 1232)):
+        data = ask(handler, BIG, qtype, payload=payload)
+        reply = dns.message.from_wire(data, one_rr_per_rrset=True)
+        assert reply.flags & dns.flags.TC
+        assert len(data) <= (payload or 512)
+        assert 0 < len(reply.answer) < ENDPOINTS
+        assert not reply.additional
+        if qtype == "A":  # one more A record (16 octets, its owner a pointer) would not fit
+            assert len(data) + 16 > (payload or 512)
+
+
+@pytest.mark.parametrize("loadbalance", [False, True])
+def test_cut_is_the_record_splitting_truncation(loadbalance: bool) -> None:
+    """``wire.cut`` (bisection over kept record ends) gives the bytes ``wire.truncate`` gives."""
+    rng = random.Random(12)
+    answers: list[Answer] = []
+    for count in (3, 40, ENDPOINTS):  # SRV of 3 fits in 512 with its glue only sometimes
+        zone = make_zone(count, loadbalance=loadbalance)
+        for name in (BIG, f"_http._tcp.{BIG}", ALIAS):
+            for qtype in (1, 33):
+                found = zone.answer(name, qtype)
+                assert found is not None
+                answers.append(found)
+    head = b"\x12\x34\x84\x00"
+    for answer in answers:
+        bodies = answer.variants or (answer.body,)
+        assert bool(answer.ends) == (len(answer.body) > CUTTABLE_BODY)
+        if not answer.ends:
+            continue
+        assert len(answer.ends) == len(bodies)
+        limits = {512, 513, 1232, 4096, 65535, *(rng.randrange(512, 65536) for _ in range(15))}
+        ends = answer.ends[0]
+        limits |= {e + extra for e in ends[:30] for extra in (40, 41, 51, 52, 62, 63)}
+        turns = list(zip(bodies, answer.ends, strict=True))
+        for body, record_ends in turns[:2] + turns[-1:]:  # rotations: the first, a later one
+            assert record_ends[-1] == len(body)
+            for question in (b"\x03big" + b"\x00" * 5, b"\x3f" + b"x" * 63 + b"\x00\x00\x01\x00\x01"):
+                for opt in (b"", wire.opt_record(1232, 0)):
+                    for limit in limits:
+                        if limit < 512:
+                            continue
+                        expected = wire.truncate(head, question, body, answer.answer_len,
+                                                 answer.counts, opt, limit)
+                        got = wire.cut(head, question, body, record_ends, answer.ancount, opt,
+                                       limit)
+                        assert got == expected, (limit, len(question), len(opt))
 
 
 def test_port_name_spellings_are_kept_until_a_change(rrsets_built: list[object]) -> None:

@@ -9,8 +9,10 @@ the client's spelling of the name (0x20 case randomisation) without any per-quer
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import NamedTuple
 
 import dnslib
@@ -32,6 +34,9 @@ DNS_VERSION_TTL = 28800
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400
 _RR_HEADER = struct.Struct(">HHIH")
 _COUNTS = struct.Struct(">HHHH")
+# A body this long may not fit in a 512-byte UDP reply (header 12, the longest question 259,
+# an OPT 11): longer answers keep where each record ends, so cutting them costs a bisection.
+CUTTABLE_BODY = 512 - 12 - 259 - 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,10 @@ class Answer(NamedTuple):
     variants: tuple[bytes, ...] = ()  # loadbalance: bodies with the answer records rotated
     chase: str = ""  # a CNAME to a name outside the zones, whose records the server must fetch
     steps: tuple[str, ...] = ()  # autopath: names outside the zones still to walk, in order
+    # Bodies longer than CUTTABLE_BODY: the offset just past each record (answer records, then
+    # additional ones), one array per variant (or one for ``body``), so that truncation finds
+    # the records that fit by bisection instead of splitting the body on every reply.
+    ends: tuple[array[int], ...] = ()
 
 
 MAX_ROTATIONS = 8
@@ -176,21 +185,32 @@ def positive(
     answer_bytes = b"".join(answer)
     if name_length is not None:
         extra = [_compress_owner(r, answer_bytes, 12 + name_length + 4) for r in extra]
+    body = answer_bytes + b"".join(extra)
+    cuttable = len(body) > CUTTABLE_BODY
     variants: tuple[bytes, ...] = ()
+    ends: tuple[array[int], ...] = (_ends(answer + extra),) if cuttable else ()
     if rotate and len(answer) > 1:
         # CoreDNS ``loadbalance`` shuffles address records per reply; a few rotations,
         # encoded now and taken in turn, spread clients as well at no per-query cost.
         # Additional records (none for A/AAAA) keep their pointers: only A/AAAA rotate.
         steps = min(len(answer), MAX_ROTATIONS)
         starts = [i * len(answer) // steps for i in range(steps)]
-        variants = tuple(b"".join(answer[s:] + answer[:s]) + b"".join(extra) for s in starts)
+        rotations = [answer[s:] + answer[:s] + extra for s in starts]
+        variants = tuple(b"".join(records) for records in rotations)
+        if cuttable:  # records of one length (A, AAAA) end at the same offsets in every turn
+            same = len({len(r) for r in answer}) == 1
+            ends = ends * steps if same else tuple(_ends(records) for records in rotations)
     return Answer(
         NOERROR,
         AA,
         _COUNTS.pack(1, len(answer), 0, len(extra)),
         _COUNTS.pack(1, len(answer), 0, len(extra) + 1),
-        answer_bytes + b"".join(extra), None, len(answer), len(answer_bytes), variants,
+        body, None, len(answer), len(answer_bytes), variants, ends=ends,
     )
+
+
+def _ends(records: list[bytes]) -> array[int]:
+    return array("I", accumulate(len(r) for r in records))
 
 
 def _compress_owner(record: bytes, answer: bytes, answer_offset: int) -> bytes:

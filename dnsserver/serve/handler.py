@@ -234,24 +234,28 @@ class Handler:
         self, data: bytes, question_end: int, answer: Answer, size: int | None, opt: bytes,
         tcp: bool, client: str,
     ) -> bytes:
-        rcode, aa, counts, counts_edns, body, soa, _, answer_len, variants, *_ = answer
+        rcode, aa, counts, counts_edns, body, soa, ancount, answer_len, variants, _, _, ends = (
+            answer
+        )
         qtype = data[question_end - 4] << 8 | data[question_end - 3]
         self._replies[(tcp, ":" in client, qtype, rcode, "kubernetes")] += 1
         head = data[:2] + bytes((0x80 | aa | (data[2] & 0x01), rcode | (data[3] & 0x10)))
         question = data[12:question_end]
+        turn = 0
         if soa is not None:
             body = soa.authority_for(question_end - 16)
         elif variants:
             self._turn += 1
-            body = variants[self._turn % len(variants)]
-        if size is None:
-            reply = b"".join((head, counts, question, body))
-        else:
-            reply = b"".join((head, counts_edns, question, body, opt))
+            turn = self._turn % len(variants)
+            body = variants[turn]
         limit = wire.MAX_MESSAGE_SIZE if tcp else wire.udp_limit(size)
-        if len(reply) > limit:
+        if question_end + len(body) + len(opt) > limit:  # the reply's length, before joining it
+            if ends:  # where the body's records end is kept with the answer: no splitting
+                return wire.cut(head, question, body, ends[turn], ancount, opt, limit)
             return wire.truncate(head, question, body, answer_len, counts, opt, limit)
-        return reply
+        if size is None:
+            return b"".join((head, counts, question, body))
+        return b"".join((head, counts_edns, question, body, opt))
 
     def _slow_path(self, data: bytes, tcp: bool, client: str) -> Reply:
         if len(data) < wire.HEADER_LENGTH or data[2] & 0x80:

@@ -7,6 +7,8 @@ holds the careful parser for everything else and the helpers both share.
 from __future__ import annotations
 
 import struct
+from array import array
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from zones.records import FORMERR, NOTIMP, OPT
@@ -18,6 +20,7 @@ MAX_MESSAGE_SIZE = 65535
 OUR_UDP_SIZE = 1232  # what we advertise when a reply has no OPT of the client's to mirror
 BADVERS = 16
 _U16 = struct.Struct(">H")
+_COUNTS = struct.Struct(">HHHH")
 _OPT_FLAGS = (b"\x00\x00\x00\x00\x00\x00", b"\x00\x00\x80\x00\x00\x00")  # ext-rcode..RDLEN
 
 
@@ -200,6 +203,23 @@ def truncate(
         head = head[:2] + bytes((head[2] | 0x02, head[3]))
     sections = struct.pack(">HHHH", 1, len(kept), 0, len(extra) + (1 if opt else 0))
     return head + sections + question + b"".join(kept) + b"".join(extra) + opt
+
+
+def cut(
+    head: bytes, question: bytes, body: bytes, ends: array[int], ancount: int, opt: bytes,
+    limit: int,
+) -> bytes:
+    """:func:`truncate` for a body whose record ends are known (``Answer.ends``): the same
+    bytes, found by bisection instead of by splitting the body into records."""
+    room = limit - HEADER_LENGTH - len(question) - len(opt)
+    kept = bisect_right(ends, room, 0, ancount)
+    if kept < ancount:  # answer records dropped: no additional ones, and TC
+        head = head[:2] + bytes((head[2] | 0x02, head[3]))
+        last = kept
+    else:
+        last = bisect_right(ends, room, ancount)
+    sections = _COUNTS.pack(1, kept, 0, last - kept + (1 if opt else 0))
+    return b"".join((head, sections, question, body[: ends[last - 1] if last else 0], opt))
 
 
 def _fill(records: list[bytes], room: int) -> list[bytes]:

@@ -121,6 +121,9 @@ def api_client(
             config.load_incluster_config(  # type: ignore[no-untyped-call]
                 client_configuration=configuration
             )
+            token = ServiceAccountToken(Path(config.incluster_config.SERVICE_TOKEN_FILENAME))
+            token(configuration)
+            configuration.refresh_api_key_hook = token  # type: ignore[assignment]
     except (config.ConfigException, OSError, ValueError, TypeError) as exc:
         where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
         raise KubeError(f"cannot use the {where}: {exc}") from None
@@ -130,6 +133,42 @@ def api_client(
         configuration.cert_file, configuration.key_file, configuration.ssl_ca_cert = map(str, tls)
     configuration.retries = False  # our own loop retries, with back-off
     return client.ApiClient(configuration)
+
+
+class ServiceAccountToken:
+    """The pod's service-account token as client-go reads it: trimmed of whitespace (a token
+    file ending in a newline works), and read again when the file changes, which is checked
+    before every request, so a token the kubelet rotated is sent from the next request on; and
+    at least once a minute, as client-go does, in case a change left the file's size and times
+    as they were. (The client's own hook sends the file's content as it is, newline included,
+    and reads it again only once a minute.) If the file cannot be read, the last token read is
+    kept, as client-go does, and that is logged once."""
+
+    REREAD_SECONDS = 60.0
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._version: tuple[int, int, int] | None = None
+        self._token = ""
+        self._read_at = 0.0
+        self._unreadable = False
+
+    def __call__(self, configuration: Any) -> None:
+        try:
+            found = self._path.stat()  # through the kubelet's ..data symlink
+            version = (found.st_ino, found.st_mtime_ns, found.st_size)
+            now = time.monotonic()
+            if version != self._version or now - self._read_at >= self.REREAD_SECONDS:
+                token = self._path.read_text(encoding="utf-8").strip()
+                if token:
+                    self._token, self._version, self._read_at = token, version, now
+            self._unreadable = False
+        except OSError as exc:
+            if not self._unreadable:
+                log.warning("cannot read the service-account token again: %s", exc)
+            self._unreadable = True
+        if self._token:
+            configuration.api_key["BearerToken"] = f"Bearer {self._token}"
 
 
 class Reflector:

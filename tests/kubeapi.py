@@ -14,6 +14,12 @@ snapshot at or after the compaction revision can be rebuilt (paginated lists
 are served from the snapshot named in the continue token, watches replay the
 history after their ``resourceVersion``).
 
+With ``tls=True`` it serves HTTPS with a certificate for 127.0.0.1 signed by a CA made for
+the instance (:attr:`KubeAPIServer.ca_file`), as a pod's ``ca.crt`` would verify it; with
+``require_token=True`` every request needs ``Authorization: Bearer`` and a token the double
+accepts (401 otherwise), and :meth:`KubeAPIServer.rotate_token` swaps in a new token and
+revokes the old one after a delay, as a projected service-account token expires.
+
 Behaviour that the real API server has and this double does not emulate is
 listed in the docstring of :class:`KubeAPIServer`.
 """
@@ -32,7 +38,10 @@ import os
 import re
 import socket
 import socketserver
+import ssl
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple, Self, cast
 from urllib.parse import parse_qs, urlsplit
@@ -574,13 +584,17 @@ class _Watcher:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    """Shut a socket down from another thread (close() would race the reader)."""
+    """Shut a socket down from another thread (close() would race the reader). A TLS socket is
+    shut at the TCP level: ``SSLSocket.shutdown`` would also drop the TLS state under the
+    reader's feet."""
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _peer_closed(sock: socket.socket) -> bool:
     """Whether the client hung up, checked without consuming its data."""
+    if isinstance(sock, ssl.SSLSocket):
+        return _tls_peer_closed(sock)
     try:
         data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
@@ -588,6 +602,60 @@ def _peer_closed(sock: socket.socket) -> bool:
     except OSError:
         return True
     return data == b""
+
+
+def _tls_peer_closed(sock: ssl.SSLSocket) -> bool:
+    """The same for a TLS watch connection, where peeking is not possible. A watching client
+    sends nothing after its request, so what arrives is its close_notify or end of stream; the
+    read consumes at most one byte of anything else."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+        return False
+    except OSError:
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(timeout)
+
+
+# --------------------------------------------------------------------------
+# TLS: a CA and a serving certificate made per instance
+# --------------------------------------------------------------------------
+
+_SERVING_EXTENSIONS: Final = """\
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+subjectAltName = IP:127.0.0.1, IP:::1, DNS:localhost, DNS:kubernetes.default.svc
+"""
+
+
+def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """``(ca.crt, server.crt, server.key)``: a throwaway CA (the pod's ``ca.crt``) and a
+    certificate for 127.0.0.1 it signed, as a cluster's API server has. openssl's CLI makes
+    them (P-256 keys: fast, and accepted at OpenSSL's default security level)."""
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    extensions = directory / "server.ext"
+    extensions.write_text(_SERVING_EXTENSIONS)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    commands = [
+        ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca_crt, "-days", "2",
+         "-subj", "/CN=kubeapi-test-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["openssl", "req", "-new", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=kube-apiserver"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
+         "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", extensions],
+    ]
+    for command in commands:
+        subprocess.run([str(part) for part in command], check=True, capture_output=True,
+                       timeout=30)
+    return ca_crt, crt, key
 
 
 # --------------------------------------------------------------------------
@@ -1043,6 +1111,20 @@ class _HTTPServer(ThreadingHTTPServer):
         thread.start()
 
     def _serve_connection(self, sock: socket.socket, client_address: Any) -> None:
+        context = self.api._ssl_context
+        if context is not None:
+            # The handshake runs here, in the connection's thread, so a slow or silent client
+            # never holds up accepting the next one.
+            raw = sock
+            try:
+                raw.settimeout(10.0)
+                sock = context.wrap_socket(raw, server_side=True)
+                sock.settimeout(None)
+            except OSError:
+                self.api._untrack(raw)
+                raw.close()
+                return
+            self.api._retrack(raw, sock)
         try:
             self.process_request_thread(sock, client_address)
         finally:
@@ -1072,6 +1154,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = _parse_query(url.query)
         self._api._record(RecordedRequest("GET", url.path, query), self._header_dict())
         try:
+            self._api._authenticate(self.headers.get("Authorization"))
             self._api._check_failing()
             self._dispatch(url.path, query)
         except ApiError as err:
@@ -1237,8 +1320,15 @@ class KubeAPIServer:
       snapshot at N, else it reads the current state.
     * ``apply()`` of an unchanged object is a no-op: no revision, no event.
 
-    Not emulated: writes over HTTP (405), authentication/authorization (the
-    bearer token is recorded, never checked), protobuf/table/aggregated
+    * With ``require_token=True`` a request without ``Authorization: Bearer
+      <token>`` (scheme in any case) naming an accepted token gets 401
+      ``Unauthorized``; :meth:`rotate_token` accepts a new token at once and
+      can revoke the old one later. An open watch is not cut when its token
+      is revoked (authentication happens per request, as on the real server).
+
+    Not emulated: writes over HTTP (405), authorization (an accepted token
+    may read everything; without ``require_token`` the bearer token is
+    recorded, never checked), token expiry by time, protobuf/table/aggregated
     discovery content types, ``watch`` on single objects and the legacy
     ``/watch/`` paths, waiting on too-large RVs (answered 504 at once; a
     future watch RV just waits for events), the per-kind whitelist of field
@@ -1257,10 +1347,20 @@ class KubeAPIServer:
         port: int = 0,
         token: str = "test-token",
         bookmark_interval: float | None = None,
+        tls: bool = False,
+        require_token: bool = False,
     ) -> None:
         self.host = host
         self.token = token
         self.bookmark_interval = bookmark_interval
+        self.tls = tls
+        self.require_token = require_token
+        self._accepted = {token}
+        self._unauthorized: list[str] = []
+        self._revocations: list[threading.Timer] = []
+        self._certificates: tempfile.TemporaryDirectory[str] | None = None
+        self._ca_file: Path | None = None
+        self._ssl_context: ssl.SSLContext | None = None
         self._port = port
         self._store = _Store()
         self._ctl_lock = threading.RLock()
@@ -1281,10 +1381,19 @@ class KubeAPIServer:
         """Start listening (on ``port``, or a free one) in a background thread."""
         with self._ctl_lock:
             if not self._running:
+                if self.tls and self._ssl_context is None:
+                    self._make_tls()
                 self._listen()
                 self._running = True
                 self._down = False
         return self
+
+    def _make_tls(self) -> None:
+        self._certificates = tempfile.TemporaryDirectory(prefix="kubeapi-tls-")
+        ca_file, cert, key = _make_certificates(Path(self._certificates.name))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self._ca_file, self._ssl_context = ca_file, context
 
     def stop(self) -> None:
         """Stop listening, cut every connection and join every server thread."""
@@ -1294,7 +1403,14 @@ class KubeAPIServer:
             self._running = False
             self._unlisten()
             self._cut_connections()
+            with self._lock:
+                revocations, self._revocations = self._revocations, []
+            for timer in revocations:
+                timer.cancel()
         self._join_connection_threads(timeout=5.0)
+        if self._certificates is not None:
+            self._certificates.cleanup()
+            self._certificates = self._ca_file = self._ssl_context = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -1320,7 +1436,14 @@ class KubeAPIServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    @property
+    def ca_file(self) -> Path:
+        """With ``tls``: the CA certificate that verifies this server (a pod's ``ca.crt``)."""
+        if self._ca_file is None:
+            raise RuntimeError("KubeAPIServer serves TLS only with tls=True, once started")
+        return self._ca_file
 
     def write_kubeconfig(
         self, path: str | os.PathLike[str], context: str = "test", namespace: str = "default"
@@ -1333,7 +1456,10 @@ class KubeAPIServer:
         """
         config = _read_json_kubeconfig(path)
         cluster, user = f"{context}-cluster", f"{context}-user"
-        _upsert(config["clusters"], cluster, "cluster", {"server": self.url})
+        cluster_body: Obj = {"server": self.url}
+        if self.tls:
+            cluster_body["certificate-authority"] = str(self.ca_file)
+        _upsert(config["clusters"], cluster, "cluster", cluster_body)
         _upsert(config["users"], user, "user", {"token": self.token})
         context_body = {"cluster": cluster, "user": user, "namespace": namespace}
         _upsert(config["contexts"], context, "context", context_body)
@@ -1425,6 +1551,33 @@ class KubeAPIServer:
         with self._lock:
             self._failure = None if status is None else _Failure(status, retry_after, count)
 
+    # ---- credentials -----------------------------------------------------
+
+    def rotate_token(self, new: str, *, revoke_after: float | None = None) -> str:
+        """Accept ``new`` from now on (and write it into kubeconfigs from now on); revoke the
+        current token ``revoke_after`` seconds from now (None: never), as a rotated projected
+        token stops working when it expires. Returns the token replaced."""
+        with self._lock:
+            old, self.token = self.token, new
+            self._accepted.add(new)
+            if revoke_after is not None:
+                timer = threading.Timer(revoke_after, self.revoke_token, args=(old,))
+                timer.daemon = True
+                self._revocations.append(timer)
+                timer.start()
+        return old
+
+    def revoke_token(self, token: str) -> None:
+        """Refuse ``token`` from now on (with ``require_token``)."""
+        with self._lock:
+            self._accepted.discard(token)
+
+    @property
+    def unauthorized(self) -> list[str]:
+        """The bearer token of every request refused with 401, oldest first ("" for none)."""
+        with self._lock:
+            return list(self._unauthorized)
+
     # ---- observation -----------------------------------------------------
 
     @property
@@ -1464,6 +1617,16 @@ class KubeAPIServer:
             self._requests.append(request)
             self._request_headers.append(headers)
 
+    def _authenticate(self, authorization: str | None) -> None:
+        if not self.require_token:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        with self._lock:
+            if scheme.lower() == "bearer" and token in self._accepted:
+                return
+            self._unauthorized.append(token)
+        raise ApiError(401, "Unauthorized")
+
     def _check_failing(self) -> None:
         with self._lock:
             failure = self._failure
@@ -1490,6 +1653,12 @@ class KubeAPIServer:
     def _untrack(self, sock: socket.socket) -> None:
         with self._lock:
             self._connections.discard(sock)
+
+    def _retrack(self, raw: socket.socket, tls: socket.socket) -> None:
+        """The connection's socket is now the TLS one wrapped around ``raw``."""
+        with self._lock:
+            self._connections.discard(raw)
+            self._connections.add(tls)
 
     def _listen(self) -> None:
         """Bind (retrying briefly: a port is reused after ``set_down``) and serve."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dns.flags
 from kubeapi import KubeAPIServer
-from livecluster import ServerProcess, answer_of, eventually
+from livecluster import ServerProcess, answer_of, eventually, query
+from upstream import FakeUpstream
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "dnsserver" / "example" / "cluster.yaml"
+UPSTREAM_SOA = "example. 60 IN SOA ns.example. admin.example. 1 7200 1800 86400 30"
 
 
 def _expect(actual: object, expected: object) -> None:
@@ -43,5 +46,34 @@ def test_endpoint_option_follows_that_api_server(tmp_path: Path) -> None:
             eventually(lambda: _expect(answer_of(proc.port, "direct.default.svc.cluster.local"),
                                        ("NOERROR", {"A 10.96.42.42"})))
             assert any("/api/v1/services" in r.path for r in api.requests)
+        finally:
+            proc.stop()
+
+
+def test_reverse_zones_given_as_cidrs_serve_those_ranges_only(tmp_path: Path) -> None:
+    """``kubernetes cluster.local 10.96.0.0/16``: PTR records in 96.10.in-addr.arpa only;
+    every other reverse name goes on to forward, as in CoreDNS (the zone is not ours)."""
+    records = ["11.1.244.10.in-addr.arpa. 60 IN PTR outside.example.",
+               "1.0.0.10.in-addr.arpa. 60 IN PTR gateway.example."]
+    with FakeUpstream(records, soa=UPSTREAM_SOA) as upstream:
+        corefile = tmp_path / "Corefile"
+        corefile.write_text(".:53 {\n  kubernetes cluster.local 10.96.0.0/16\n"
+                            f"  forward . {upstream.address}\n}}\n")
+        proc = ServerProcess(["--corefile", str(corefile), "--manifests", str(EXAMPLE)])
+        try:
+            assert answer_of(proc.port, "1.0.96.10.in-addr.arpa", "PTR") == (
+                "NOERROR", {"PTR kubernetes.default.svc.cluster.local."})
+            # A headless endpoint's IP is outside 10.96.0.0/16: the upstream answers it.
+            assert answer_of(proc.port, "11.1.244.10.in-addr.arpa", "PTR") == (
+                "NOERROR", {"PTR outside.example."})
+            assert answer_of(proc.port, "1.0.0.10.in-addr.arpa", "PTR") == (
+                "NOERROR", {"PTR gateway.example."})
+            reply = query(proc.port, "96.10.in-addr.arpa", "SOA")
+            assert reply.flags & dns.flags.AA and reply.answer[0].name.to_text() == (
+                "96.10.in-addr.arpa.")
+            # Inside the served range, an address no Service has is ours to deny.
+            assert answer_of(proc.port, "9.9.96.10.in-addr.arpa", "PTR")[0] == "NXDOMAIN"
+            assert {entry[1] for entry in upstream.log} == {
+                "11.1.244.10.in-addr.arpa.", "1.0.0.10.in-addr.arpa."}
         finally:
             proc.stop()

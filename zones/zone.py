@@ -113,7 +113,7 @@ class Zone:
         ttl: int = 5,
         pods: PodsMode = PodsMode.INSECURE,
         dns_ips: Sequence[str] = (),
-        reverse: bool = True,
+        reverse_zones: Sequence[str] = names.REVERSE_ZONES,
         loadbalance: bool = False,
         namespaces: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
@@ -126,8 +126,9 @@ class Zone:
         self._forward = [
             Origin.create(o.strip(".").lower(), ttl, serial, loadbalance) for o in origins
         ]
-        reverse_names = names.REVERSE_ZONES if reverse else ()
-        self._reverse = [Origin.create(o, ttl, serial) for o in reverse_names]
+        # PTR records are served under these only (``10.96.0.0/16`` is ``96.10.in-addr.arpa``);
+        # other reverse names are not ours, and go on to the next plugin.
+        self._reverse = [Origin.create(o.strip(".").lower(), ttl, serial) for o in reverse_zones]
         self._origins = {names.to_wire(o.name): o for o in self._forward + self._reverse}
         self._dns_ips = tuple(dns_ips)
         self._services: dict[Key, model.Service] = {}
@@ -515,10 +516,10 @@ class Zone:
             old: PtrSources = node.selector if node is not None else ()  # type: ignore[assignment]
             kept = [s for s in old if s[0] != key]
             sources = sorted(kept + [(key, label) for label in dict.fromkeys(labels.get(ip, ()))])
-            if sources:
-                origin = self._reverse[0] if ":" not in ip else self._reverse[-1]
-                self.index[wire] = Node(self._ptr_view, tuple(sources), origin, self, len(wire))
-            else:
+            found = self._find_origin(wire) if sources else None
+            if found is not None:
+                self.index[wire] = Node(self._ptr_view, tuple(sources), found[0], self, len(wire))
+            else:  # no longer pointed at, or outside every served reverse zone
                 self.index.pop(wire, None)
         if labels:
             self._ptr_ips[key] = tuple(labels)

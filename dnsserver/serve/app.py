@@ -342,7 +342,7 @@ Reloader = Callable[[], tuple[Config, "Sequence[model.ClusterObject] | None"]]
 def _make_zone(config: Config) -> Zone:
     dns_ips = [host for host, _ in config.listen if host not in ("0.0.0.0", "::")]
     return Zone(config.zones, ttl=config.ttl, pods=config.pods, dns_ips=dns_ips,
-                reverse=bool(config.reverse_zones), loadbalance=config.loadbalance,
+                reverse_zones=config.reverse_zones, loadbalance=config.loadbalance,
                 namespaces=config.namespaces)
 
 

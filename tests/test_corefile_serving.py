@@ -77,3 +77,22 @@ def test_reverse_zones_given_as_cidrs_serve_those_ranges_only(tmp_path: Path) ->
                 "11.1.244.10.in-addr.arpa.", "1.0.0.10.in-addr.arpa."}
         finally:
             proc.stop()
+
+
+def test_a_server_block_serves_its_own_zones_only(tmp_path: Path) -> None:
+    """``cluster.local:53 { … forward . X }``: CoreDNS hands this block only names under
+    cluster.local, so other names are REFUSED (not forwarded), and the reverse zones listed
+    in kubernetes are outside the block and not served either."""
+    with FakeUpstream(["www.example.org. 60 IN A 192.0.2.1"], soa=UPSTREAM_SOA) as upstream:
+        corefile = tmp_path / "Corefile"
+        corefile.write_text("cluster.local:53 {\n  kubernetes cluster.local in-addr.arpa\n"
+                            f"  forward . {upstream.address}\n}}\n")
+        proc = ServerProcess(["--corefile", str(corefile), "--manifests", str(EXAMPLE)])
+        try:
+            assert answer_of(proc.port, "kubernetes.default.svc.cluster.local") == (
+                "NOERROR", {"A 10.96.0.1"})
+            assert answer_of(proc.port, "www.example.org")[0] == "REFUSED"
+            assert answer_of(proc.port, "1.0.96.10.in-addr.arpa", "PTR")[0] == "REFUSED"
+            assert upstream.log == []
+        finally:
+            proc.stop()

@@ -657,6 +657,11 @@ class _Builder:
     def kubernetes(self, directive: Directive, block: _Block) -> None:
         """``kubernetes [ZONES...] { … }``: the cluster zones (the block's by default)."""
         zones = self.zone_list(directive.args, "kubernetes") or block.zones
+        unreachable = [z for z in zones if not any(name_in_zone(z, b) for b in block.zones)]
+        if unreachable:  # CoreDNS hands this block only names in its zones
+            self.warn(directive.name, f"kubernetes: {', '.join(unreachable)} outside the server "
+                      f"block's zones ({', '.join(block.zones)}) will not be served")
+            zones = tuple(z for z in zones if z not in unreachable)
         cluster = tuple(z for z in zones if not _is_reverse(z))
         if ROOT_ZONE in cluster:
             raise BadValue.at(directive.name, "kubernetes: the root zone cannot be the cluster "

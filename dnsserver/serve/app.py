@@ -70,6 +70,7 @@ class DnsServer:
         self.plugins = _make_plugins(config)
         self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config),
                                plugins=self.plugins)
+        self.handler.serve_zones(_served_zones(config))
         self.metrics.add_source(self._autopath_metrics)
         self.metrics.add_source(self._forwarding_metrics)
         self.metrics.add_source(self._reload_metrics)
@@ -219,6 +220,7 @@ class DnsServer:
             autopath = _make_autopath(new, zone)
         self.zone, self.autopath, self.config = zone, autopath, new
         self.handler.use(zone, autopath, _query_log(new))
+        self.handler.serve_zones(_served_zones(new))
         if plugins is not self.plugins:
             previous_plugins, self.plugins = self.plugins, plugins
             self.handler.use_plugins(plugins)
@@ -361,6 +363,11 @@ def _make_ops(config: Config, readiness: Callable[[], str | None], metrics: Metr
         ready=_address(config.ready_address), metrics=_address(config.prometheus_address),
         readiness=readiness, registry=metrics.registry,
     )
+
+
+def _served_zones(config: Config) -> tuple[str, ...]:
+    """The zones of every server block: the main one's and each stub domain's."""
+    return config.server_zones + tuple(stub.zone for stub in config.stub_domains)
 
 
 def _make_plugins(config: Config) -> list[chain.Plugin]:

@@ -68,6 +68,7 @@ class Handler:
         self._chain: chain.Next = self._cluster
         self._guard: chain.FastPathGuard | None = None
         self.use_plugins(plugins)
+        self._served: tuple[bytes, ...] = ()  # () : the root is served, every name is ours
 
     def handle(
         self, data: bytes, tcp: bool = False, client: str = "", port: int = 0
@@ -101,6 +102,11 @@ class Handler:
         """Answer from another zone from the next query on (a reload)."""
         self.zone, self._index = zone, zone.index
         self.autopath, self.query_log = autopath, query_log
+
+    def serve_zones(self, zones: Sequence[str]) -> None:
+        """Only names in ``zones`` (the server blocks' zones) are served; any other name is
+        REFUSED, as CoreDNS refuses a query no server block holds."""
+        self._served = () if "." in zones else tuple(names.to_wire(zone) for zone in zones)
 
     def use_plugins(self, plugins: Sequence[chain.Plugin]) -> None:
         """Walk ``plugins`` (in CoreDNS's order) before the cluster zone from the next query
@@ -272,10 +278,13 @@ class Handler:
         if edns is not None and edns.version != 0:
             self._count(tcp, client, query.qtype, wire.BADVERS, "")
             return wire.error_reply(data, query, wire.BADVERS)
-        if query.qclass != 1:  # another class: nothing here serves it
+        key = query.name.lower()
+        if query.qclass != 1 or (  # another class, or a name no server block holds
+            self._served and not any(chain.in_zone(key, zone) for zone in self._served)
+        ):
             self._count(tcp, client, query.qtype, REFUSED, "")
             return wire.error_reply(data, query, REFUSED)
-        return self._chain(chain.Request(data, query, query.name.lower(), tcp, client,
+        return self._chain(chain.Request(data, query, key, tcp, client,
                                          self._counter(tcp, client)))
 
     def _counter(self, tcp: bool, client: str) -> chain.Counter:

@@ -22,8 +22,9 @@ import pytest
 from dnsserver.serve import wire
 from dnsserver.serve.handler import Handler
 from zones import build, model, names
+from zones.model import PodsMode
 from zones.records import CUTTABLE_BODY, RECORD_QTYPES, SOA, Answer
-from zones.zone import CACHED_QTYPES, Zone
+from zones.zone import CACHED_QTYPES, MAX_DYNAMIC_NODES, Zone
 
 ENDPOINTS = 1000
 BIG = "big.default.svc.cluster.local"
@@ -101,7 +102,7 @@ def test_types_without_records_never_build_the_record_sets(rrsets_built: list[ob
     # One build per type that can hold records, and no entry per type beyond the usual few.
     assert len(rrsets_built) <= len(RECORD_QTYPES)
     assert set(node) <= CACHED_QTYPES
-    assert len(zone._volatile) == len(zone._aliases) == 0
+    assert len(zone._volatile) == len(zone._dynamic) == 0
 
 
 def test_big_headless_answers_are_the_same_twice_and_after_a_change() -> None:
@@ -200,7 +201,8 @@ def test_port_name_spellings_are_kept_until_a_change(rrsets_built: list[object])
     for qtype in ("SRV", "A", "CAA", "SOA", "HINFO", "ANY"):
         assert ask(handler, ALIAS, qtype, tcp=True) == ask(handler, ALIAS, qtype, tcp=True)
     assert len(rrsets_built) == built + 1  # A: built once, the other types need no records
-    assert len(zone._aliases) == 2  # SRV and A; NODATA for the rest is shared
+    (node,) = zone._dynamic.values()  # the spelling's own node, keyed by its wire name
+    assert set(node) == {1, 33, 255}  # A, SRV, ANY; NODATA for the rest is not kept per type
     ours = dns.message.from_wire(alias, one_rr_per_rrset=True)
     theirs = dns.message.from_wire(canonical, one_rr_per_rrset=True)
     assert sorted(r[0].to_text() for r in ours.answer) == sorted(
@@ -209,7 +211,7 @@ def test_port_name_spellings_are_kept_until_a_change(rrsets_built: list[object])
     assert ours.additional and len(ours.additional) == len(theirs.additional)  # 64 KiB: not all
 
     zone.delete(model.EndpointSlice, "default", "big-0")
-    assert not zone._aliases
+    assert not zone._dynamic
     smaller = dns.message.from_wire(ask(handler, ALIAS, "SRV", tcp=True), one_rr_per_rrset=True)
     assert len(smaller.answer) == ENDPOINTS - 100
 
@@ -224,3 +226,40 @@ def test_apex_soa_is_kept_until_the_serial_changes() -> None:
     after = dns.message.from_wire(ask(handler, "cluster.local", "SOA"))
     assert after.answer[0][0].serial == before.answer[0][0].serial + 1
     assert zone.answer("cluster.local", SOA) is not first
+
+
+@pytest.mark.parametrize("mode", [PodsMode.INSECURE, PodsMode.VERIFIED])
+def test_pod_names_are_kept_until_a_change(mode: PodsMode) -> None:
+    zone = Zone(("cluster.local",), pods=mode, clock=lambda: 1_700_000_000)
+    pod = model.Pod("default", "p", ("10.1.0.9",), True, False)
+    with zone.batch():
+        zone.apply(model.Namespace("default"))
+        zone.apply(pod)
+    zone.synced = True
+    handler = Handler(zone)
+    name = "10-1-0-9.default.pod.cluster.local"
+
+    def answer(qtype: str) -> tuple[str, list[str]]:
+        reply = dns.message.from_wire(ask(handler, name, qtype))
+        return dns.rcode.to_text(reply.rcode()), [r.to_text() for s in reply.answer for r in s]
+
+    for _ in range(2):
+        assert answer("A") == ("NOERROR", ["10.1.0.9"])
+        assert answer("AAAA") == answer("CAA") == answer("SOA") == ("NOERROR", [])
+    assert list(zone._dynamic) == [names.to_wire(name)]
+    assert set(zone._dynamic[names.to_wire(name)]) == {1, 28}  # A, AAAA
+
+    zone.apply(model.Pod("default", "p", ("10.1.0.9",), False, False))  # it stops running
+    assert answer("A") == (("NXDOMAIN", []) if mode is PodsMode.VERIFIED else ("NOERROR", ["10.1.0.9"]))
+    zone.delete(model.Namespace, "", "default")
+    assert not zone._dynamic
+    assert answer("A") == ("NXDOMAIN", [])
+
+
+def test_pod_names_kept_are_bounded() -> None:
+    zone = make_zone(1)
+    for i in range(MAX_DYNAMIC_NODES + 100):
+        ip = f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
+        found = zone.answer(f"{ip.replace('.', '-')}.default.pod.cluster.local", 1)
+        assert found is not None and found.ancount == 1
+    assert len(zone._dynamic) == MAX_DYNAMIC_NODES

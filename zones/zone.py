@@ -41,6 +41,7 @@ KUBE_DNS = ("kube-system", "kube-dns")
 CACHED_QTYPES = frozenset({A, AAAA, SRV, PTR, TXT, NS, MX, CNAME, ANY, 65})
 MAX_CNAME_CHAIN = 10
 MAX_CACHED_MISSES = 50_000
+MAX_DYNAMIC_NODES = 10_000  # pod names and port-name spellings, ~0.5 KB each when answered
 
 Key = tuple[str, str]
 
@@ -148,7 +149,8 @@ class Zone:
         # next change: search-path misses are most of what a cluster DNS server answers.
         self._misses: dict[bytes, Answer] = {}
         self._volatile: dict[tuple[int, int], tuple[Node, Answer]] = {}  # (id(node), qtype)
-        self._aliases: dict[tuple[bytes, int], Answer] = {}  # "http.tcp.<svc>..." spellings
+        # Names that exist but are not indexed (pods, "http.tcp.<svc>..."), as nodes.
+        self._dynamic: dict[bytes, Node] = {}
         self._ptr_view = _PtrView(self)
         self._changed = False
         self._rebuild_apex()
@@ -175,6 +177,9 @@ class Zone:
         known = self._misses.get(wire)
         if known is not None and qtype not in (251, 252):
             return known
+        node = self._dynamic.get(wire)
+        if node is not None:
+            return node[qtype]
         answer = self._lookup_missing(wire, qtype)
         if (
             answer is not None and answer.rcode == 3 and self.synced
@@ -205,7 +210,11 @@ class Zone:
             return self._nxdomain(origin)
         parsed = names.parse(labels)
         if parsed.kind is names.Kind.POD:
-            return self._pod_answer(parsed, qtype, origin)
+            ip = self._pod_ip(parsed)
+            if ip is None:
+                return self._nxdomain(origin)
+            rrsets = RRSets(aaaa=(ip,)) if ":" in ip else RRSets(a=(ip,))
+            return self._dynamic_node(wire, FIXED, rrsets, origin)[qtype]
         if parsed.kind is names.Kind.PORT:  # "http.tcp.svc..." is "_http._tcp.svc..."
             canonical = names.port_name(
                 parsed.port, parsed.protocol, parsed.service, parsed.namespace, origin.name
@@ -213,23 +222,18 @@ class Zone:
             with contextlib.suppress(ValueError):
                 node = self.index.get(names.to_wire(canonical))
                 if node is not None and canonical != names.from_wire(wire):
-                    return self._alias_answer(wire, node, qtype)
+                    # Not node[qtype]: its bytes point into a question of another length.
+                    alias = self._dynamic_node(wire, node.view, node.selector, node.origin)
+                    return alias[qtype]
         return self._nxdomain(origin)
 
-    def _alias_answer(self, wire: bytes, node: Node, qtype: int) -> Answer:
-        """The answer of ``node`` asked by another spelling of its name (a port name without
-        its underscores). Not node[qtype]: its bytes point into a question of another length.
-        At most three spellings per port name, and only the types with records are kept."""
-        fixed = without_records(qtype, node.origin, False)
-        if fixed is not None:
-            return fixed
-        key = (wire, qtype)
-        answer = self._aliases.get(key)
-        if answer is None:
-            answer = encode(node.rrsets, qtype, node.origin, self.chase, len(wire))
-            if len(self._aliases) < MAX_CACHED_MISSES:
-                self._aliases[key] = answer
-        return answer
+    def _dynamic_node(self, wire: bytes, view: View, selector: object, origin: Origin) -> Node:
+        """A node for an existing name the index does not hold, kept (while there is room)
+        until the next change, so that asking it again costs what an indexed name costs."""
+        node = Node(view, selector, origin, self, len(wire))
+        if len(self._dynamic) < MAX_DYNAMIC_NODES:
+            self._dynamic[wire] = node
+        return node
 
     def nodata_for(self, wire: bytes) -> Answer | None:
         """The NODATA answer of the zone holding ``wire`` (None outside the zones)."""
@@ -444,8 +448,10 @@ class Zone:
             held = self._pods_by_ip.get(ip, ())
             if key not in held:
                 self._pods_by_ip[ip] = (*held, key)
-        if self.pods is PodsMode.VERIFIED and (old is None or old.ips != pod.ips):
-            self._changed = True
+        if self.pods is PodsMode.VERIFIED and (
+            old is None or old.ips != pod.ips or old.running != pod.running
+        ):
+            self._changed = True  # its name's answer changes (and pod names are kept)
         return True
 
     def _delete_pod(self, key: Key) -> bool:
@@ -564,7 +570,7 @@ class Zone:
         Answers that depend on other names are forgotten."""
         self._misses.clear()
         self._volatile.clear()
-        self._aliases.clear()
+        self._dynamic.clear()
         serial = max(int(self._clock()), self.serial + 1) & 0xFFFFFFFF
         for origin in self._forward + self._reverse:
             origin.soa.set_serial(serial)
@@ -587,13 +593,6 @@ class Zone:
 
     def _nxdomain(self, origin: Origin) -> Answer:
         return origin.nxdomain if self.synced else origin.servfail
-
-    def _pod_answer(self, parsed: names.ParsedName, qtype: int, origin: Origin) -> Answer:
-        ip = self._pod_ip(parsed)
-        if ip is None:
-            return self._nxdomain(origin)
-        rrsets = RRSets(aaaa=(ip,)) if ":" in ip else RRSets(a=(ip,))
-        return encode(rrsets, qtype, origin)
 
     def _pod_ip(self, parsed: names.ParsedName) -> str | None:
         """The IP a pod name stands for, if the name exists under the ``pods`` mode."""

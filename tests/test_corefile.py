@@ -77,6 +77,7 @@ KUBEADM = Config(
     reverse_zones=("in-addr.arpa", "ip6.arpa"),
     fallthrough=True,
     fallthrough_zones=("in-addr.arpa", "ip6.arpa"),
+    startup_timeout=5.0,  # CoreDNS's default wait for the API before listening
     server_zones=(".",),
     forward=ForwardConfig(to=("/etc/resolv.conf",), max_concurrent=1000),
     cache=CacheConfig(
@@ -162,6 +163,7 @@ def test_stub_domains_and_upstream_as_extra_server_blocks() -> None:
         zones=("cluster.local",),
         pods=PodsMode.DISABLED,
         reverse_zones=(),
+        startup_timeout=5.0,
         server_zones=("cluster.local",),
         stub_domains=(
             StubDomain("example.local", ForwardConfig(to=("10.100.0.10:53",))),
@@ -194,7 +196,6 @@ OPTIONS: list[tuple[str, str, Getter, object]] = [
      lambda c: (c.fallthrough, c.fallthrough_zones), (True, ("in-addr.arpa", "ip6.arpa"))),
     ("namespaces", kube("namespaces default kube-system default"),
      lambda c: c.namespaces, ("default", "kube-system")),
-    ("endpoint_pod_names", kube("endpoint_pod_names"), lambda c: c.endpoint_pod_names, True),
     ("endpoint", kube("endpoint https://10.0.0.1:6443"),
      lambda c: c.kube_endpoint, "https://10.0.0.1:6443"),
     ("tls", kube("tls cert.pem key.pem ca.pem"),
@@ -401,6 +402,14 @@ BAD: list[tuple[str, str, type[CorefileError], int, str]] = [
      "kubernetes: unknown option 'podz'"),
     ("unknown forward option", with_kube("forward . 1.1.1.1 {", "max_concurent 10", "}"),
      UnknownOption, 4, "forward: unknown option 'max_concurent'"),
+    ("endpoint_pod_names", kube("endpoint_pod_names"), Unsupported, 3,
+     "kubernetes: option 'endpoint_pod_names' is not supported"),
+    ("client rate limits", kube("apiserver_qps 50"), Unsupported, 3,
+     "kubernetes: option 'apiserver_qps' is not supported"),
+    ("removed before 1.13", kube("resyncperiod 10m"), UnknownOption, 3,
+     "kubernetes: unknown option 'resyncperiod'"),
+    ("startup_timeout 0", kube("startup_timeout 0s"), BadValue, 3,
+     "kubernetes startup_timeout: must be more than 0"),
     ("unsupported option", kube("noendpoints"), Unsupported, 3,
      "kubernetes: option 'noendpoints' is not supported"),
     ("missing }", ".:53 {\n    kubernetes cluster.local\n", CorefileSyntaxError, 1,
@@ -577,8 +586,6 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
      ["Corefile:4: cache: prefetch is not implemented; ignored"]),
     ("consolidate", with_kube("errors {", "consolidate 5m ^.*timeout$", "}"),
      ["Corefile:4: errors: consolidate is not implemented; every error is logged"]),
-    ("resyncperiod", kube("resyncperiod 10m"),
-     ["Corefile:3: kubernetes: option 'resyncperiod' has no effect here; ignored"]),
     ("reload jitter over half", with_kube("reload 10s"),
      ["Corefile:3: reload: jitter 15s is over half the interval; using 5s"]),
     ("autopath without pods verified", block("autopath @kubernetes", "kubernetes cluster.local"),
@@ -588,8 +595,6 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
      ["Corefile:3: kubernetes endpoint: only the first URL is used"]),
     ("unset variable", block("kubernetes cluster.local", "forward . 1.1.1.1 {$EXTRA}"),
      ["Corefile:3: environment variable EXTRA is not set; using ''"]),
-    ("ready monitor continuously", with_kube("ready {", "monitor continuously", "}"),
-     ["Corefile:4: ready monitor continuously: not implemented; until-ready is used"]),
     ("kubeadm has none", (DATA / "kubeadm.Corefile").read_text(), []),
 ]
 
@@ -606,9 +611,8 @@ def test_reload_jitter_is_capped_at_half_the_interval() -> None:
 
 def test_parse_logs_its_warnings(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="dnsserver.corefile"):
-        parse(kube("resyncperiod 10m"))
-    assert caplog.messages == [
-        "Corefile:3: kubernetes: option 'resyncperiod' has no effect here; ignored"]
+        parse(kube("endpoint https://a:6443 https://b:6443"))
+    assert caplog.messages == ["Corefile:3: kubernetes endpoint: only the first URL is used"]
 
 
 def test_an_import_glob_matching_nothing_warns(tmp_path: Path) -> None:
@@ -628,7 +632,7 @@ def test_flag_built_defaults_are_unchanged() -> None:
             config.prometheus_address, config.log, config.reload, config.stub_domains) == (
         None, None, None, None, None, None, None, ())
     assert not (config.errors or config.loop_detect or config.loadbalance or config.autopath
-                or config.fallthrough or config.endpoint_pod_names)
+                or config.fallthrough)
 
 
 def test_flags_merge_over_a_corefile() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import dns.flags
 from kubeapi import KubeAPIServer
 from livecluster import ServerProcess, answer_of, eventually, query
-from upstream import FakeUpstream
+from upstream import FakeUpstream, closed_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "dnsserver" / "example" / "cluster.yaml"
 UPSTREAM_SOA = "example. 60 IN SOA ns.example. admin.example. 1 7200 1800 86400 30"
@@ -94,5 +94,41 @@ def test_a_server_block_serves_its_own_zones_only(tmp_path: Path) -> None:
             assert answer_of(proc.port, "www.example.org")[0] == "REFUSED"
             assert answer_of(proc.port, "1.0.96.10.in-addr.arpa", "PTR")[0] == "REFUSED"
             assert upstream.log == []
+        finally:
+            proc.stop()
+
+
+def test_startup_timeout_listens_once_synced(tmp_path: Path) -> None:
+    """CoreDNS waits for the API before it listens: the first query ever answered already
+    sees the cluster (no SERVFAIL window), as kubeadm's Corefile gets with the 5s default."""
+    with KubeAPIServer() as api:
+        api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+        api.apply({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "early", "namespace": "default"},
+                   "spec": {"clusterIP": "10.96.7.7"}})
+        corefile = tmp_path / "Corefile"
+        corefile.write_text(".:53 {\n  kubernetes cluster.local {\n"
+                            f"    endpoint {api.url}\n    startup_timeout 30s\n  }}\n}}\n")
+        proc = ServerProcess(["--corefile", str(corefile)])
+        try:
+            assert answer_of(proc.port, "early.default.svc.cluster.local") == (
+                "NOERROR", {"A 10.96.7.7"})
+            assert "not synced" not in proc.text()
+        finally:
+            proc.stop()
+
+
+def test_startup_timeout_then_listens_unsynced(tmp_path: Path) -> None:
+    """With the API away, the server listens after startup_timeout and answers SERVFAIL
+    (never NXDOMAIN) for cluster names until it has synced."""
+    with closed_port() as port:
+        corefile = tmp_path / "Corefile"
+        corefile.write_text(".:53 {\n  kubernetes cluster.local {\n"
+                            f"    endpoint http://127.0.0.1:{port}\n    startup_timeout 1s\n"
+                            "  }\n}\n")
+        proc = ServerProcess(["--corefile", str(corefile)])
+        try:
+            assert "starting with the Kubernetes API not synced after 1s" in proc.text()
+            assert answer_of(proc.port, "early.default.svc.cluster.local")[0] == "SERVFAIL"
         finally:
             proc.stop()

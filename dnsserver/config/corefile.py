@@ -396,7 +396,6 @@ class _Draft:
     kube_endpoint: str | None = None
     kube_tls: KubeTLS | None = None
     namespaces: tuple[str, ...] = ()
-    endpoint_pod_names: bool = False
     fallthrough: bool = False
     fallthrough_zones: tuple[str, ...] = ()
     startup_timeout: float = 5.0
@@ -583,7 +582,6 @@ class _Builder:
             fallthrough=draft.fallthrough,
             fallthrough_zones=draft.fallthrough_zones,
             namespaces=draft.namespaces,
-            endpoint_pod_names=draft.endpoint_pod_names,
             kube_endpoint=draft.kube_endpoint,
             kube_tls=draft.kube_tls,
             startup_timeout=draft.startup_timeout,
@@ -699,7 +697,7 @@ class _Builder:
                 if not _NAMESPACE.match(token.text):
                     raise BadValue.at(token, f"{what} namespaces: {token.text!r} is not a "
                                       "namespace name")
-            draft.namespaces = tuple(dict.fromkeys(t.text for t in names))
+            draft.namespaces = tuple(dict.fromkeys((*draft.namespaces, *(t.text for t in names))))
 
         def pods(option: Directive) -> None:
             (mode,) = arity(option, f"{what} pods", 1, 1)
@@ -708,10 +706,6 @@ class _Builder:
             except ValueError:
                 raise BadValue.at(mode, f"{what} pods: {mode.text!r} is not one of disabled, "
                                   "insecure, verified") from None
-
-        def endpoint_pod_names(option: Directive) -> None:
-            arity(option, f"{what} endpoint_pod_names", 0, 0)
-            draft.endpoint_pod_names = True
 
         def ttl(option: Directive) -> None:
             (value,) = arity(option, f"{what} ttl", 1, 1)
@@ -724,15 +718,17 @@ class _Builder:
         def startup_timeout(option: Directive) -> None:
             (value,) = arity(option, f"{what} startup_timeout", 1, 1)
             draft.startup_timeout = duration(value, f"{what} startup_timeout")
+            if draft.startup_timeout <= 0:  # CoreDNS cannot start with it either
+                raise BadValue.at(value, f"{what} startup_timeout: must be more than 0")
 
         self.options(directive, what, {
             "endpoint": endpoint, "tls": tls, "kubeconfig": kubeconfig,
-            "namespaces": namespaces, "pods": pods, "endpoint_pod_names": endpoint_pod_names,
+            "namespaces": namespaces, "pods": pods,
             "ttl": ttl, "fallthrough": fallthrough, "startup_timeout": startup_timeout,
         }, unsupported=("labels", "namespace_labels", "noendpoints", "ignore", "transfer",
-                        "multicluster", "zonal"),
-           ignored=("resyncperiod", "upstream", "apiserver_qps", "apiserver_burst",
-                    "apiserver_max_inflight"))
+                        "multicluster", "zonal", "endpoint_pod_names", "apiserver_qps",
+                        "apiserver_burst", "apiserver_max_inflight"),
+)
 
     def autopath(self, directive: Directive, block: _Block) -> None:
         """``autopath [ZONES...] @kubernetes``: the search path from the client pod."""
@@ -929,8 +925,9 @@ class _Builder:
             if mode.text not in ("until-ready", "continuously"):
                 raise BadValue.at(mode, f"ready monitor: {mode.text!r} is not until-ready or "
                                   "continuously")
-            if mode.text == "continuously":
-                self.warn(mode, "ready monitor continuously: not implemented; until-ready is used")
+            # Either mode gives the same answers here: /ready is worked out on every request,
+            # and once synced the cluster stays ready (the last state is served while the API
+            # is away), so "until-ready" never has a later state to stop watching.
 
         self.options(directive, "ready", {"monitor": monitor})
         address = _http_address(args[0], "ready") if args else ":8181"

@@ -187,10 +187,11 @@ class Config:
     fallthrough: bool = False
     fallthrough_zones: tuple[str, ...] = ()  # with fallthrough: () means every zone
     namespaces: tuple[str, ...] = ()  # () exposes every namespace
-    endpoint_pod_names: bool = False
     kube_endpoint: str | None = None  # API server URL (kubernetes ``endpoint``)
     kube_tls: KubeTLS | None = None
-    startup_timeout: float = 5.0  # serve anyway (SERVFAIL, not NXDOMAIN) after this long
+    # Listen once synced with the API, or after this long (then SERVFAIL, not NXDOMAIN, until
+    # synced); 0 listens at once. A Corefile's kubernetes has CoreDNS's 5s.
+    startup_timeout: float = 0.0
     autopath: bool = False  # ``autopath @kubernetes``: server-side search path
     search_domains: tuple[str, ...] | None = None  # autopath's host part; None: resolv.conf
     # -- the rest of the server block

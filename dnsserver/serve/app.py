@@ -130,18 +130,9 @@ class DnsServer:
         yield failed
 
     async def start(self, api: object | None = None) -> None:
-        """Listen first (answering SERVFAIL for unknown names until synced), then follow ``api``."""
-        if self.config.endpoint_pod_names:
-            log.warning("kubernetes endpoint_pod_names is not supported: endpoint names are "
-                        "hostnames, else dashed IPs")
-        await self.listeners.start(list(self.config.listen))
-        self.metrics.collector.server = f"dns://{_format_address(self.addresses[0])}"
-        # Upstreams are checked against the addresses actually bound: one of them is a loop.
-        self.forwarding = forwarding.build(self.config, self.addresses)
-        self.handler.forwarding = self.forwarding
-        self._connect_autopath()
-        for plugin in self.plugins:
-            await plugin.start()
+        """Follow ``api``, and listen once synced or after ``startup_timeout`` (CoreDNS's
+        kubernetes start-up wait; 0 listens at once), answering SERVFAIL for names the
+        zone cannot deny until synced."""
         await self.ops.start()
         self._api = api
         if api is not None:
@@ -154,6 +145,20 @@ class DnsServer:
                 pods=self.watches_pods, options=options, programming=self.metrics.programming,
             )
             self.kube.start()
+            if self.config.startup_timeout > 0:
+                try:
+                    await asyncio.wait_for(self.kube.synced.wait(), self.config.startup_timeout)
+                except TimeoutError:
+                    log.warning("starting with the Kubernetes API not synced after %gs",
+                                self.config.startup_timeout)
+        await self.listeners.start(list(self.config.listen))
+        self.metrics.collector.server = f"dns://{_format_address(self.addresses[0])}"
+        # Upstreams are checked against the addresses actually bound: one of them is a loop.
+        self.forwarding = forwarding.build(self.config, self.addresses)
+        self.handler.forwarding = self.forwarding
+        self._connect_autopath()
+        for plugin in self.plugins:
+            await plugin.start()
 
     async def stop(self) -> None:
         """Stop following the API, close the DNS listeners (and their connections), then HTTP."""

@@ -267,7 +267,7 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return server.exit_code
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:

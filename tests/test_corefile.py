@@ -37,6 +37,7 @@ from dnsserver.config.settings import (
     parse_duration,
     split_host_port,
 )
+from dnsserver.plugins.loop import LoopOptions
 from zones.model import PodsMode
 
 DATA = Path(__file__).parent / "data" / "corefiles"
@@ -91,7 +92,7 @@ KUBEADM = Config(
     ready_address=":8181",
     prometheus_address=":9153",
     errors=True,
-    loop_detect=True,
+    chain=(LoopOptions("."),),
     reload=ReloadConfig(interval=30.0, jitter=15.0),
     loadbalance=True,
 )
@@ -150,7 +151,8 @@ def test_older_kubeadm_corefile_caches_the_cluster_zone() -> None:
     (DEPLOY_SH_STUB, replace(DEPLOYMENT, stub_domains=(StubDomain(
         "acme.local", ForwardConfig(to=("1.2.3.4:53",)),
         CacheConfig(zones=("acme.local",), success=CacheLimits(10000, 30),
-                    denial=CacheLimits(10000, 30))),))),
+                    denial=CacheLimits(10000, 30))),),
+        chain=(LoopOptions("."), LoopOptions("acme.local")))),  # the stub block loops too
 ], ids=["plain", "with a deploy.sh stub domain"])
 def test_coredns_deployment_corefile(stubdomains: str, expected: Config) -> None:
     assert parse(render_deployment(stubdomains)) == expected
@@ -174,8 +176,9 @@ def test_stub_domains_and_upstream_as_extra_server_blocks() -> None:
 
 def test_imports_of_a_snippet_a_file_glob_in_order() -> None:
     config = corefile.load(DATA / "imports" / "Corefile")
-    assert (config.errors, config.loop_detect, config.health, config.ready_address,
-            config.prometheus_address) == (True, True, HealthConfig(), ":8181", ":9153")
+    assert (config.errors, config.chain, config.health, config.ready_address,
+            config.prometheus_address) == (
+        True, (LoopOptions("."),), HealthConfig(), ":8181", ":9153")
 
 
 # -- every plugin option -------------------------------------------------------------------
@@ -319,8 +322,11 @@ OPTIONS: list[tuple[str, str, Getter, object]] = [
     ("log in a stub block only", with_kube() + block("log", "forward . 1.1.1.1", key="x.example"),
      lambda c: c.log, LogConfig(zones=("x.example",))),
     ("errors", with_kube("errors"), lambda c: c.errors, True),
-    ("no errors", kube(), lambda c: (c.errors, c.loop_detect, c.loadbalance), (False,) * 3),
-    ("loop", with_kube("loop"), lambda c: c.loop_detect, True),
+    ("no errors", kube(), lambda c: (c.errors, c.chain, c.loadbalance), (False, (), False)),
+    ("loop", with_kube("loop"), lambda c: c.chain, (LoopOptions("."),)),
+    ("loop probes each block's first zone", with_kube("loop") + block(
+        "loop", "forward . 1.1.1.1", key="x.example y.example"),
+     lambda c: c.chain, (LoopOptions("."), LoopOptions("x.example"))),
     ("reload", with_kube("reload"), lambda c: c.reload, ReloadConfig(30.0, 15.0)),
     ("reload interval", with_kube("reload 1m"), lambda c: c.reload, ReloadConfig(60.0, 15.0)),
     ("reload interval and jitter", with_kube("reload 10s 2s"),
@@ -335,7 +341,7 @@ OPTIONS: list[tuple[str, str, Getter, object]] = [
      with_kube("forward cluster.local 10.0.0.9"),
      lambda c: tuple(s.zone for s in c.stub_domains), ("cluster.local",)),
     ("comments", with_kube("errors # the errors plugin", "# loop", "log#no space needed"),
-     lambda c: (c.errors, c.loop_detect, c.log), (True, False, LogConfig())),
+     lambda c: (c.errors, c.chain, c.log), (True, (), LogConfig())),
     ("quotes and escaped quotes", with_kube('log . "{name} \\"{type}\\" {rcode}"'),
      lambda c: None if c.log is None else c.log.format, '{name} "{type}" {rcode}'),
     ("a braceless single block", ".:53\nkubernetes cluster.local\nerrors\n",
@@ -631,7 +637,7 @@ def test_flag_built_defaults_are_unchanged() -> None:
     assert (config.forward, config.cache, config.health, config.ready_address,
             config.prometheus_address, config.log, config.reload, config.stub_domains) == (
         None, None, None, None, None, None, None, ())
-    assert not (config.errors or config.loop_detect or config.loadbalance or config.autopath
+    assert not (config.errors or config.loadbalance or config.autopath
                 or config.fallthrough)
 
 

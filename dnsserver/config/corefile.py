@@ -82,7 +82,7 @@ from dnsserver.config.settings import (
     normalize_zone,
     split_host_port,
 )
-from dnsserver.plugins import hosts, rewrite, template
+from dnsserver.plugins import hosts, loop, rewrite, template
 from dnsserver.plugins.chain import PluginOptions
 from zones.model import PodsMode
 
@@ -408,7 +408,6 @@ class _Draft:
     reload: ReloadConfig | None = None
     log: LogConfig | None = None
     errors: bool = False
-    loop_detect: bool = False
     loadbalance: bool = False
     chain: list[PluginOptions] = field(default_factory=list)
     set_at: dict[str, Token] = field(default_factory=dict)  # process-wide plugin → its line
@@ -420,6 +419,7 @@ CHAIN_PARSERS: dict[str, Callable[[Directive, ParseContext], PluginOptions | Non
     "rewrite": rewrite.parse,
     "template": template.parse,
     "hosts": hosts.parse,
+    "loop": loop.parse,
 }
 _SECURE_SCHEMES = ("tls://", "https://", "grpc://", "quic://", "h3://")
 
@@ -595,7 +595,6 @@ class _Builder:
             prometheus_address=draft.prometheus_address,
             log=draft.log,
             errors=draft.errors,
-            loop_detect=draft.loop_detect,
             reload=draft.reload,
             loadbalance=draft.loadbalance,
             chain=tuple(draft.chain),
@@ -952,11 +951,6 @@ class _Builder:
         self.options(directive, "errors", {"consolidate": consolidate}, ignored=("stacktrace",))
         self.draft.errors = True
 
-    def loop(self, directive: Directive, block: _Block) -> None:
-        arity(directive, "loop", 0, 0)
-        self.options(directive, "loop", {})
-        self.draft.loop_detect = True
-
     def reload(self, directive: Directive, block: _Block) -> None:
         """``reload [INTERVAL [JITTER]]``: 30s and 15s; at least 2s and 1s; jitter ≤ half."""
         args = arity(directive, "reload", 0, 2)
@@ -1048,13 +1042,12 @@ PLUGINS: dict[str, _Handler] = {
     "prometheus": _Builder.prometheus,
     "errors": _Builder.errors,
     "log": _Builder.log,
-    "loop": _Builder.loop,
     "reload": _Builder.reload,
     "loadbalance": _Builder.loadbalance,
     "bind": _Builder.bind,
     **{name: _Builder.chained for name in CHAIN_PARSERS},
 }
-MAIN_ONLY = frozenset({"kubernetes", "autopath", *CHAIN_PARSERS})
+MAIN_ONLY = frozenset({"kubernetes", "autopath", "rewrite", "template", "hosts"})
 REPEATABLE = frozenset({"forward", "bind", "template", "rewrite"})
 
 

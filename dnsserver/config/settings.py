@@ -204,7 +204,6 @@ class Config:
     prometheus_address: str | None = None  # ``prometheus``: "localhost:9153" unless given
     log: LogConfig | None = None
     errors: bool = False
-    loop_detect: bool = False
     reload: ReloadConfig | None = None
     loadbalance: bool = False
     chain: tuple[PluginOptions, ...] = ()  # rewrite, template, hosts … in the Corefile's order

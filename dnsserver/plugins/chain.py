@@ -27,8 +27,10 @@ from typing import Any, Protocol
 from dnsserver.serve import wire
 
 # CoreDNS's plugin.cfg order, for the plugins this server has. ``cache`` sits before
-# ``rewrite`` there; ours caches forwarded replies only, inside ``forward`` (README).
-ORDER = ("rewrite", "template", "hosts", "kubernetes", "forward")
+# ``rewrite`` there; ours caches forwarded replies only, inside ``forward`` (README). ``loop``
+# comes after ``kubernetes`` in CoreDNS; before it here, it sees the same queries: it only
+# counts its own probe's name and hands every query on.
+ORDER = ("rewrite", "template", "hosts", "loop", "kubernetes", "forward")
 
 # A reply, nothing (drop), or a reply that waits on an upstream.
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
@@ -99,11 +101,23 @@ class Plugin(Protocol):
     async def close(self) -> None: ...
 
 
+def _no_addresses() -> Sequence[tuple[str, int]]:
+    return ()
+
+
+def _raise_fatal(message: str) -> None:
+    raise SystemExit(message)
+
+
 @dataclass(frozen=True, slots=True)
 class BuildContext:
     """What a plugin may need from the server when it is built."""
 
     cluster_zones: tuple[str, ...]  # the kubernetes plugin's zones, lower case, no dot
+    # The addresses the server listens on (known once it has bound them).
+    listen_addresses: Callable[[], Sequence[tuple[str, int]]] = _no_addresses
+    # Stop the server at once with status 1, logging ``message`` (CoreDNS's log.Fatal).
+    fatal: Callable[[str], None] = _raise_fatal
 
 
 class PluginOptions(Protocol):

@@ -67,7 +67,8 @@ class DnsServer:
         self.autopath = _make_autopath(config, self.zone)
         first = config.listen[0]
         self.metrics = Metrics(server=f"dns://{_format_address(first)}")
-        self.plugins = _make_plugins(config)
+        self.exit_code = 0
+        self.plugins = self._make_plugins(config)
         self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config),
                                plugins=self.plugins)
         self.handler.serve_zones(_served_zones(config))
@@ -201,7 +202,7 @@ class DnsServer:
         old = self.config
         plugins = self.plugins
         if old.chain != new.chain:
-            plugins = _make_plugins(new)
+            plugins = self._make_plugins(new)
             for plugin in plugins:
                 await plugin.start()
         zone = self.zone
@@ -268,6 +269,19 @@ class DnsServer:
                 log.info("%s changed; reloading", path)
                 await self.reload()
 
+    def _make_plugins(self, config: Config) -> list[chain.Plugin]:
+        context = chain.BuildContext(cluster_zones=config.zones,
+                                     listen_addresses=lambda: self.addresses, fatal=self.fatal)
+        return [options.build(context) for options in config.chain]
+
+    def fatal(self, message: str) -> None:
+        """Stop at once, skipping the lame duck, and exit with status 1 (CoreDNS's
+        log.Fatal): what ``loop`` does when it finds a forwarding loop."""
+        log.critical("%s", message)
+        self.exit_code = 1
+        self.request_stop()
+        self.request_stop()
+
     def request_stop(self) -> None:
         """First call: lame duck (if configured), then stop; a second call stops at once."""
         if self._stopping.is_set():
@@ -302,7 +316,7 @@ class DnsServer:
             log.info("%s on http://%s%s", path.strip("/"), _format_address(address), path)
         await self._stopping.wait()
         lameduck = self.config.health.lameduck if self.config.health else 0.0
-        if lameduck > 0:
+        if lameduck > 0 and not self._now.is_set():
             self.lame_duck = True
             log.info("going into lame duck mode for %gs", lameduck)
             with contextlib.suppress(TimeoutError):
@@ -373,11 +387,6 @@ def _make_ops(config: Config, readiness: Callable[[], str | None], metrics: Metr
 def _served_zones(config: Config) -> tuple[str, ...]:
     """The zones of every server block: the main one's and each stub domain's."""
     return config.server_zones + tuple(stub.zone for stub in config.stub_domains)
-
-
-def _make_plugins(config: Config) -> list[chain.Plugin]:
-    context = chain.BuildContext(cluster_zones=config.zones)
-    return [options.build(context) for options in config.chain]
 
 
 def _query_log(config: Config) -> QueryLog | None:

@@ -47,7 +47,7 @@ from conftest import EXAMPLE, RunningServer
 from netns import Lab, Namespace, Query, QueryLog, netns_available
 
 SOURCE = Path(__file__).parent / "resolvers" / "getaddrinfo.c"
-PLAIN, AUTOPATH = "10.123.0.1", "10.123.0.10"
+PLAIN, AUTOPATH, LOADBALANCED = "10.123.0.1", "10.123.0.10", "10.123.0.11"
 # pod label -> (address, Kubernetes namespace its resolv.conf searches first)
 PODS = {
     "pod-default": ("10.123.0.2", "default"),
@@ -63,6 +63,10 @@ items:
     kind: Service
     metadata: {name: api, namespace: default}
     spec: {clusterIP: 10.96.8.8, clusterIPs: [10.96.8.8], ports: [{name: http, port: 80}]}
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: web-alias, namespace: default}
+    spec: {type: ExternalName, externalName: web.default.svc.cluster.local}
   - apiVersion: v1
     kind: Pod
     metadata: {name: client-default, namespace: default}
@@ -226,7 +230,7 @@ def tools(tmp_path_factory: pytest.TempPathFactory) -> Tools:
 def _pod(lab: Lab, server_ns: Namespace, label: str, address: str) -> Namespace:
     """A pod namespace linked to ``server_ns``, its glibc looking at files then DNS only."""
     pod = lab.namespace(label)
-    lab.connect(server_ns, pod, f"{address}/24", server_addresses=[PLAIN, AUTOPATH])
+    lab.connect(server_ns, pod, f"{address}/24", server_addresses=[PLAIN, AUTOPATH, LOADBALANCED])
     pod.write_etc("nsswitch.conf", "hosts: files dns\n")
     pod.write_etc("hosts", "127.0.0.1 localhost\n::1 localhost\n")
     return pod
@@ -244,6 +248,8 @@ def cluster(tools: Tools) -> Iterator[Cluster]:
             PLAIN: lab.start_server(server_ns, tools.manifests, listen=[f"{PLAIN}:53"]),
             AUTOPATH: lab.start_server(server_ns, tools.manifests, "--autopath",
                                        listen=[f"{AUTOPATH}:53"]),
+            LOADBALANCED: lab.start_server(server_ns, tools.manifests, "--loadbalance",
+                                           listen=[f"{LOADBALANCED}:53"]),
         }
         yield Cluster(lab, server_ns, pods, servers, log, tools.programs, tools.missing)
         problems = _stop_cleanly(servers.values())
@@ -549,3 +555,23 @@ def test_server_on_all_addresses_answers_from_the_address_asked(wildcard: Cluste
         pytest.fail(f"no query reached the server namespace:\n{lookup!r}")
     assert lookup.returncode == 0, lookup
     assert lookup.addresses == ["10.96.0.1"], lookup
+
+
+def test_loadbalance_keeps_the_cname_first_for_glibc(cluster: Cluster) -> None:
+    """``--loadbalance`` on an ExternalName chased inside the zone (web-alias → the headless
+    web, two endpoints): glibc resolves it every time, and every reply starts with the CNAME
+    while the addresses take turns (CoreDNS rotates the address records only)."""
+    name = "web-alias.default.svc.cluster.local."
+    for _ in range(20):
+        lookup = cluster.resolve("getent", "pod-default", name, server=LOADBALANCED)
+        assert lookup.returncode == 0, lookup
+        assert lookup.addresses == ["10.244.1.10", "10.244.2.11"], lookup
+    firsts = set()
+    for _ in range(20):
+        answer = cluster.pods["pod-default"].run(
+            "dig", f"@{LOADBALANCED}", name, "A", "+noall", "+answer", check=True).stdout
+        records = [line.split() for line in answer.splitlines() if line.strip()]
+        assert [r[3] for r in records] == ["CNAME", "A", "A"], answer
+        assert records[0][4] == "web.default.svc.cluster.local.", answer
+        firsts.add(records[1][4])
+    assert firsts == {"10.244.1.10", "10.244.2.11"}  # the addresses do rotate

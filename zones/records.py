@@ -189,16 +189,19 @@ def positive(
     cuttable = len(body) > CUTTABLE_BODY
     variants: tuple[bytes, ...] = ()
     ends: tuple[array[int], ...] = (_ends(answer + extra),) if cuttable else ()
-    if rotate and len(answer) > 1:
-        # CoreDNS ``loadbalance`` shuffles address records per reply; a few rotations,
-        # encoded now and taken in turn, spread clients as well at no per-query cost.
-        # Additional records (none for A/AAAA) keep their pointers: only A/AAAA rotate.
-        steps = min(len(answer), MAX_ROTATIONS)
-        starts = [i * len(answer) // steps for i in range(steps)]
-        rotations = [answer[s:] + answer[:s] + extra for s in starts]
+    # CoreDNS ``loadbalance`` shuffles the address records of each reply and keeps a CNAME
+    # chain first (glibc reads the chain before the addresses); a few rotations, encoded now
+    # and taken in turn, spread clients as well at no per-query cost. Additional records keep
+    # their pointers.
+    chain = [r for r in answer if _record_type(r) not in (A, AAAA)] if rotate else []
+    addresses = answer[len(chain):]
+    if rotate and len(addresses) > 1 and answer[: len(chain)] == chain:
+        steps = min(len(addresses), MAX_ROTATIONS)
+        starts = [i * len(addresses) // steps for i in range(steps)]
+        rotations = [chain + addresses[s:] + addresses[:s] + extra for s in starts]
         variants = tuple(b"".join(records) for records in rotations)
         if cuttable:  # records of one length (A, AAAA) end at the same offsets in every turn
-            same = len({len(r) for r in answer}) == 1
+            same = len({len(r) for r in addresses}) == 1
             ends = ends * steps if same else tuple(_ends(records) for records in rotations)
     return Answer(
         NOERROR,
@@ -207,6 +210,15 @@ def positive(
         _COUNTS.pack(1, len(answer), 0, len(extra) + 1),
         body, None, len(answer), len(answer_bytes), variants, ends=ends,
     )
+
+
+def _record_type(record: bytes) -> int:
+    """The TYPE of one encoded record: after its owner (labels, or a pointer)."""
+    position = 0
+    while record[position] and record[position] < 0xC0:
+        position += 1 + record[position]
+    position += 2 if record[position] >= 0xC0 else 1
+    return int.from_bytes(record[position : position + 2], "big")
 
 
 def _ends(records: list[bytes]) -> array[int]:

@@ -170,13 +170,13 @@ def test_upstream_servfail_is_its_answer_not_a_failure(upstream: FakeUpstream) -
 # -- transport ------------------------------------------------------------------------------
 
 
-def test_truncated_udp_reply_is_retried_over_tcp_for_the_full_answer(
+def test_truncated_udp_reply_is_retried_over_tcp_with_prefer_udp(
     upstream: FakeUpstream,
 ) -> None:
     upstream.truncate_udp = True
 
     async def scenario() -> tuple[bytes, forward.UpstreamState]:
-        forwarder = Forwarder([to(upstream)], **FAST)  # type: ignore[arg-type]
+        forwarder = Forwarder([to(upstream)], prefer_udp=True, **FAST)  # type: ignore[arg-type]
         try:
             return await forwarder.forward(query("Big.Example.Com", qid=7)), forwarder.states[0]
         finally:
@@ -193,11 +193,25 @@ def test_truncated_udp_reply_is_retried_over_tcp_for_the_full_answer(
     assert state.tcp_retries == 1
 
 
-def test_reply_too_big_for_512_bytes_is_fetched_over_tcp_without_a_switch(
+def test_a_truncated_reply_goes_back_to_a_udp_client_and_tcp_clients_ask_over_tcp(
     upstream: FakeUpstream,
 ) -> None:
-    reply = run(lambda: forward_once([to(upstream)], query("big.example.com")))
-    assert len(answer_lines(reply)) == 60
+    # CoreDNS's default: the client's transport; TC=1 is the answer, the client retries
+    wire = query("big.example.com")
+    truncated = run(lambda: forward_once([to(upstream)], wire))
+    message = dns.message.from_wire(truncated)
+    assert message.flags & dns.flags.TC and message.answer == []
+    assert upstream.queries == {"udp": 1, "tcp": 0}
+
+    async def over_tcp() -> bytes:
+        forwarder = Forwarder([to(upstream)], **FAST)  # type: ignore[arg-type]
+        try:
+            return await forwarder.forward(wire, tcp=True)
+        finally:
+            await forwarder.close()
+
+    full = run(over_tcp)
+    assert len(answer_lines(full)) == 60
     assert upstream.queries == {"udp": 1, "tcp": 1}
 
 
@@ -234,7 +248,8 @@ def test_timeout_spoofs_and_tcp_retry_on_both_event_loops(
     second.spoof = second.truncate_udp = True
 
     async def scenario() -> tuple[bytes, forward.UpstreamState]:
-        forwarder = Forwarder([to(upstream), to(second)], policy="sequential", **FAST)  # type: ignore[arg-type]
+        forwarder = Forwarder([to(upstream), to(second)], policy="sequential",  # type: ignore[arg-type]
+                              prefer_udp=True, **FAST)
         try:
             return await forwarder.forward(query("www.example.com")), forwarder.states[1]
         finally:

@@ -88,13 +88,14 @@ def test_miss_then_hit_with_the_query_id_and_case() -> None:
     assert key_of(second) == key
     hit = cache.lookup(key, second.to_wire())
     assert hit is not None
-    reply, stale = hit
-    assert not stale
+    reply = hit.reply
+    assert not hit.stale and not hit.prefetch
     message = dns.message.from_wire(reply)
     assert message.id == 2
     assert reply[12 : len(second.to_wire())] == second.to_wire()[12:]
     assert lines(reply) == ["WWW.Example.COM. 300 IN A 192.0.2.1"]  # owner points at the question
-    assert message.flags == dns.flags.QR | dns.flags.RD | dns.flags.RA
+    # AA on every cached answer, as CoreDNS sets it (some stub resolvers drop non-AA replies)
+    assert message.flags == dns.flags.QR | dns.flags.AA | dns.flags.RD | dns.flags.RA
     assert cache.hits == {SUCCESS: 1, DENIAL: 0}
     assert cache.entries(SUCCESS) == 1 and len(cache) == 1
 
@@ -111,7 +112,7 @@ def test_hit_echoes_rd_and_adds_opt_only_for_edns_queries() -> None:
     assert hit is not None
     message = dns.message.from_wire(hit)
     assert message.edns == -1  # the upstream's OPT is not replayed to a client without EDNS
-    assert message.flags == dns.flags.QR | dns.flags.RA
+    assert message.flags == dns.flags.QR | dns.flags.AA | dns.flags.RA
 
     with_edns = make_query(qid=4, use_edns=0, payload=4096)
     hit = cache.get(key, with_edns.to_wire())
@@ -122,15 +123,23 @@ def test_hit_echoes_rd_and_adds_opt_only_for_edns_queries() -> None:
 
 def test_ad_bit_is_kept_only_for_clients_that_asked_for_it() -> None:
     cache = Cache(clock=Clock())
-    for flags, expect_ad in ((0, False), (dns.flags.AD, True)):
-        query = make_query()
-        query.flags |= flags
-        key = key_of(query)
-        cache.put(key, make_reply(query, ["www.example.com. 300 IN A 192.0.2.1"],
-                                  flags=dns.flags.RA | dns.flags.AD))
+    asked = make_query()
+    asked.flags |= dns.flags.AD
+    key = key_of(asked)
+    sent = cache.put(key, make_reply(asked, ["www.example.com. 300 IN A 192.0.2.1"],
+                                     flags=dns.flags.RA | dns.flags.AD), ad=True)
+    assert dns.message.from_wire(sent).flags & dns.flags.AD
+    for query, expect_ad in ((make_query(), False), (asked, True)):
         hit = cache.get(key, query.to_wire())
         assert hit is not None
         assert bool(dns.message.from_wire(hit).flags & dns.flags.AD) is expect_ad
+    # a client that asked for neither DO nor AD gets AD cleared, and so does the entry
+    plain = Cache(clock=Clock())
+    sent = plain.put(key, make_reply(asked, ["www.example.com. 300 IN A 192.0.2.1"],
+                                     flags=dns.flags.RA | dns.flags.AD))
+    assert not dns.message.from_wire(sent).flags & dns.flags.AD
+    hit = plain.get(key, asked.to_wire())
+    assert hit is not None and not dns.message.from_wire(hit).flags & dns.flags.AD
     do_query = make_query(want_dnssec=True)
     key = key_of(do_query)
     cache.put(key, make_reply(do_query, ["www.example.com. 300 IN A 192.0.2.1"],
@@ -168,6 +177,7 @@ def test_ttls_count_down_together_and_expire() -> None:
 
 @pytest.mark.parametrize(("upstream_ttl", "options", "entry_ttl"), [
     (7200, {}, 3600),  # capped at max_ttl
+    (7200, {"max_ttl": 7200}, 3600),  # "cache 7200": CoreDNS 1.13 never goes above 3600
     (1, {}, 5),  # floored at min_ttl
     (0, {}, 5),
     (300, {"max_ttl": 30}, 30),  # "cache 30"
@@ -190,11 +200,12 @@ def test_positive_ttl_is_clamped(
 
 
 @pytest.mark.parametrize(("soa_ttl", "minimum", "rcode", "entry_ttl"), [
-    (900, 120, dns.rcode.NXDOMAIN, 120),  # RFC 2308: min(SOA TTL, MINIMUM)
+    (900, 120, dns.rcode.NXDOMAIN, 900),  # the SOA record's TTL; CoreDNS ignores MINIMUM
     (60, 120, dns.rcode.NXDOMAIN, 60),
-    (900, 120, dns.rcode.NOERROR, 120),  # NODATA
+    (900, 120, dns.rcode.NOERROR, 900),  # NODATA
     (86400, 86400, dns.rcode.NXDOMAIN, 1800),  # capped at max_denial_ttl
-    (900, 0, dns.rcode.NXDOMAIN, 5),  # floored at min_ttl
+    (900, 0, dns.rcode.NXDOMAIN, 900),
+    (2, 0, dns.rcode.NXDOMAIN, 5),  # floored at min_ttl
 ])
 def test_negative_ttl_comes_from_the_soa(
     soa_ttl: int, minimum: int, rcode: dns.rcode.Rcode, entry_ttl: int
@@ -220,32 +231,60 @@ def test_negative_ttl_comes_from_the_soa(
 # -- what is never cached -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", [
-    "truncated", "refused", "formerr", "notimp", "nxdomain-without-soa", "nodata-without-soa",
-    "referral", "other-question", "other-qtype", "not-a-response",
+@pytest.mark.parametrize(("case", "ttl"), [
+    ("truncated", 300), ("refused", 5), ("formerr", 5), ("nxdomain-without-soa", 5),
+    ("other-question", 300), ("other-qtype", 300), ("not-a-response", None),
 ])
-def test_never_cached(case: str) -> None:
+def test_never_cached(case: str, ttl: int | None) -> None:
+    """Not stored, but a reply that passes the cache still leaves with its TTLs set the
+    cache's way (CoreDNS's WriteMsg does that before it decides whether to store)."""
     cache = Cache(clock=Clock())
     query = make_query()
     key = key_of(query)
     answer = ["www.example.com. 300 IN A 192.0.2.1"]
-    soa = SOA.format(ttl=60, minimum=60)
     reply = {
         "truncated": lambda: make_reply(query, answer, flags=dns.flags.RA | dns.flags.TC),
         "refused": lambda: make_reply(query, answer, rcode=dns.rcode.REFUSED),
         "formerr": lambda: make_reply(query, answer, rcode=dns.rcode.FORMERR),
-        "notimp": lambda: make_reply(query, authority=[soa], rcode=dns.rcode.NOTIMP),
-        "nxdomain-without-soa": lambda: make_reply(query, rcode=dns.rcode.NXDOMAIN),
-        "nodata-without-soa": lambda: make_reply(query),
-        "referral": lambda: make_reply(query, authority=["example.com. 300 IN NS ns.example.com."]),
+        "nxdomain-without-soa": lambda: make_reply(query, answer, rcode=dns.rcode.NXDOMAIN),
         "other-question": lambda: make_reply(make_query("evil.example.com"), answer),
         "other-qtype": lambda: make_reply(make_query(rdtype="AAAA"), answer),
         "not-a-response": lambda: make_query().to_wire(),
     }[case]()
-    assert cache.put(key, reply) == reply  # passed on untouched
+    sent = cache.put(key, reply)
+    if ttl is None:
+        assert sent == reply
+    else:
+        assert [rrset.ttl for rrset in dns.message.from_wire(sent).answer] == [ttl]
     assert len(cache) == 0
     assert cache.get(key, query.to_wire()) is None
     assert cache.drops == (1 if case.startswith("other-") else 0)
+
+
+@pytest.mark.parametrize(("case", "kind", "ttl"), [
+    ("nodata-without-soa", SUCCESS, 5),  # CoreDNS takes it as a success without records
+    ("nodata-with-extra", SUCCESS, 60),
+    ("referral", SUCCESS, 5),  # a delegation: stored for the minimal TTL
+    ("notimp", DENIAL, 5),  # with SERVFAIL, for the servfail TTL
+])
+def test_cached_the_way_coredns_types_replies(case: str, kind: str, ttl: int) -> None:
+    clock = Clock()
+    cache = Cache(clock=clock)
+    query = make_query()
+    key = key_of(query)
+    soa = SOA.format(ttl=60, minimum=60)
+    reply = {
+        "nodata-without-soa": lambda: make_reply(query),
+        "nodata-with-extra": lambda: make_reply(query, additional=["x.example.com. 60 IN A 1.2.3.4"]),
+        "referral": lambda: make_reply(query, authority=["example.com. 300 IN NS ns.example.com."]),
+        "notimp": lambda: make_reply(query, authority=[soa], rcode=dns.rcode.NOTIMP),
+    }[case]()
+    cache.put(key, reply)
+    assert cache.entries(kind) == 1 and len(cache) == 1
+    clock.now += ttl - 0.5
+    assert cache.get(key, query.to_wire()) is not None
+    clock.now += 0.5
+    assert cache.get(key, query.to_wire()) is None
 
 
 def test_servfail_is_cached_for_five_seconds() -> None:
@@ -338,21 +377,21 @@ def test_serve_stale_window() -> None:
     clock.now += 300 + 10
     hit = cache.lookup(key, query.to_wire())
     assert hit is not None
-    reply, stale = hit
-    assert stale
-    assert lines(reply) == ["www.example.com. 30 IN A 192.0.2.1"]  # RFC 8767's stale TTL
+    assert hit.stale
+    assert lines(hit.reply) == ["www.example.com. 0 IN A 192.0.2.1"]  # CoreDNS's stale TTL
     assert cache.served_stale == 1
 
     # a failed refresh (SERVFAIL) does not displace what can still be served
     cache.put(key, make_reply(query, rcode=dns.rcode.SERVFAIL))
     hit = cache.lookup(key, query.to_wire())
-    assert hit is not None and hit[1] and lines(hit[0]) == ["www.example.com. 30 IN A 192.0.2.1"]
+    assert hit is not None and hit.stale
+    assert lines(hit.reply) == ["www.example.com. 0 IN A 192.0.2.1"]
 
     # a successful refresh makes it fresh again
     cache.put(key, make_reply(query, ["www.example.com. 300 IN A 192.0.2.9"]))
     hit = cache.lookup(key, query.to_wire())
-    assert hit is not None and not hit[1]
-    assert lines(hit[0]) == ["www.example.com. 300 IN A 192.0.2.9"]
+    assert hit is not None and not hit.stale
+    assert lines(hit.reply) == ["www.example.com. 300 IN A 192.0.2.9"]
 
     clock.now += 300 + 60
     assert cache.lookup(key, query.to_wire()) is None  # past the window
@@ -374,13 +413,13 @@ def test_stale_servfail_and_disabled_serve_stale_are_misses() -> None:
 
 def test_stale_ttl_can_be_chosen() -> None:
     clock = Clock()
-    cache = Cache(clock=clock, serve_stale=3600, stale_ttl=0)  # CoreDNS's choice
+    cache = Cache(clock=clock, serve_stale=3600, stale_ttl=30)  # RFC 8767's suggestion
     query = make_query()
     key = key_of(query)
     cache.put(key, make_reply(query, ["www.example.com. 30 IN A 192.0.2.1"]))
     clock.now += 100
     hit = cache.lookup(key, query.to_wire())
-    assert hit is not None and lines(hit[0]) == ["www.example.com. 0 IN A 192.0.2.1"]
+    assert hit is not None and lines(hit.reply) == ["www.example.com. 30 IN A 192.0.2.1"]
 
 
 # -- keys -----------------------------------------------------------------------------------

@@ -254,10 +254,14 @@ OPTIONS: list[tuple[str, str, Getter, object]] = [
      lambda c: None if c.forward is None else c.forward.policy, ForwardPolicy.ROUND_ROBIN),
     ("no forward", kube(), lambda c: (c.forward, c.stub_domains), (None, ())),
     ("forward ZONE in the main block is a stub domain",
-     with_kube("forward . 8.8.8.8", "forward corp.example 10.0.0.2", "cache 30"),
-     lambda c: c.stub_domains,
-     (StubDomain("corp.example", ForwardConfig(to=("10.0.0.2:53",)),
-                 CacheConfig(success=CacheLimits(10000, 30), denial=CacheLimits(10000, 30))),)),
+     with_kube("forward corp.example 10.0.0.2", "forward . 8.8.8.8", "cache 30"),
+     lambda c: (c.stub_domains, c.forward),
+     ((StubDomain("corp.example", ForwardConfig(
+         to=("10.0.0.2:53",), from_zone="corp.example",
+         after=(ForwardConfig(to=("8.8.8.8:53",)),)),
+         CacheConfig(success=CacheLimits(10000, 30), denial=CacheLimits(10000, 30))),),
+      ForwardConfig(to=("8.8.8.8:53",), before=(
+          ForwardConfig(to=("10.0.0.2:53",), from_zone="corp.example"),)))),
     ("a stub block with two zones",
      with_kube() + block("forward . 10.0.0.3", key="a.example b.example:53"),
      lambda c: tuple(s.zone for s in c.stub_domains), ("a.example", "b.example")),
@@ -489,8 +493,6 @@ BAD: list[tuple[str, str, type[CorefileError], int, str]] = [
     ("a zone forwarded twice", with_kube("forward corp.example 10.0.0.1") +
      block("forward . 10.0.0.2", key="corp.example"), Conflict, 6,
      "forward: zone 'corp.example' is forwarded twice (first at Corefile:3)"),
-    ("forward . twice", with_kube("forward . 1.1.1.1", "forward . 1.1.1.2"), Conflict, 4,
-     "forward: '.' is forwarded twice"),
     ("cache twice", with_kube("cache", "cache 30"), Conflict, 4,
      "cache is used twice in one server block (first at Corefile:3)"),
     ("kubernetes in two blocks", with_kube() + block("kubernetes k8s.example", key="k8s.example"),
@@ -588,8 +590,9 @@ def test_lenient_mode_still_rejects_malformed_input(case: str) -> None:
 
 
 WARNINGS: list[tuple[str, str, list[str]]] = [
-    ("prefetch", with_kube("cache {", "prefetch 10 1m 20%", "}"),
-     ["Corefile:4: cache: prefetch is not implemented; ignored"]),
+    ("forward . twice", with_kube("forward . 1.1.1.1", "forward . 1.1.1.2"),
+     ["Corefile:4: forward .: never used: an earlier forward line (.) takes all its names "
+      "first; CoreDNS tries forward lines in order, so put sub-zones first"]),
     ("consolidate", with_kube("errors {", "consolidate 5m ^.*timeout$", "}"),
      ["Corefile:4: errors: consolidate is not implemented; every error is logged"]),
     ("reload jitter over half", with_kube("reload 10s"),

@@ -64,32 +64,29 @@ from dnsserver.config.settings import (
     COMBINED_LOG_FORMAT,
     COMMON_LOG_FORMAT,
     LOG_CLASSES,
-    RCODE_NAMES,
     ROOT_ZONE,
-    CacheConfig,
-    CacheLimits,
     Config,
     ConfigError,
-    ForwardConfig,
-    ForwardPolicy,
     HealthConfig,
     KubeTLS,
     LogConfig,
     ReloadConfig,
     StubDomain,
-    format_host_port,
     name_in_zone,
     normalize_zone,
     split_host_port,
 )
+from dnsserver.plugins import cache as cache_plugin
+from dnsserver.plugins import forward as forward_plugin
 from dnsserver.plugins import hosts, loop, rewrite, template
+from dnsserver.plugins.cache import CacheConfig
 from dnsserver.plugins.chain import PluginOptions
+from dnsserver.plugins.forward import ForwardConfig
 from zones.model import PodsMode
 
 log = logging.getLogger("dnsserver.corefile")
 
 DEFAULT_PORT = 53
-MAX_UPSTREAMS = 15
 MAX_IMPORTS = 100
 
 
@@ -742,164 +739,32 @@ class _Builder:
         self.draft.autopath = directive.name
 
     def forward(self, directive: Directive, block: _Block) -> None:
-        """``forward FROM TO... { … }``: FROM ``.`` is the upstream; another zone a stub."""
-        args = arity(directive, "forward", 2, None)
-        zones = self.zone_list(args[:1], "forward")
-        targets = args[1:]
-        if len(targets) > MAX_UPSTREAMS:
-            raise BadValue.at(targets[MAX_UPSTREAMS], f"forward: at most {MAX_UPSTREAMS} "
-                              "upstreams")
-        settings: dict[str, object] = {"to": tuple(_upstream(t) for t in targets)}
-        what = "forward"
+        """``forward FROM TO... { … }`` (:func:`~dnsserver.plugins.forward.parse_forward`).
 
-        def flag(name: str) -> Callable[[Directive], None]:
-            def handler(option: Directive) -> None:
-                arity(option, f"{what} {option.name.text}", 0, 0)
-                settings[name] = True
-            return handler
-
-        def except_(option: Directive) -> None:
-            names = arity(option, f"{what} except", 1, None)
-            settings["except_zones"] = self.zone_list(names, f"{what} except")
-
-        def expire(option: Directive) -> None:
-            (value,) = arity(option, f"{what} expire", 1, 1)
-            settings["expire"] = duration(value, f"{what} expire")
-
-        def max_fails(option: Directive) -> None:
-            (value,) = arity(option, f"{what} max_fails", 1, 1)
-            settings["max_fails"] = integer(value, f"{what} max_fails", 0, None)
-
-        def max_concurrent(option: Directive) -> None:
-            (value,) = arity(option, f"{what} max_concurrent", 1, 1)
-            settings["max_concurrent"] = integer(value, f"{what} max_concurrent", 0, None) or None
-
-        def policy(option: Directive) -> None:
-            (value,) = arity(option, f"{what} policy", 1, 1)
-            try:
-                settings["policy"] = ForwardPolicy(value.text)
-            except ValueError:
-                raise BadValue.at(value, f"{what} policy: {value.text!r} is not one of random, "
-                                  "round_robin, sequential") from None
-
-        def health_check(option: Directive) -> None:
-            args = list(arity(option, f"{what} health_check", 1, 4))
-            settings["health_check"] = duration(args.pop(0), f"{what} health_check")
-            while args:
-                word = args.pop(0)
-                if word.text == "no_rec":
-                    settings["health_check_recursion"] = False
-                elif word.text == "domain" and args:
-                    settings["health_check_domain"] = self.zones(
-                        word, args.pop(0).text, f"{what} health_check domain")[0]
-                else:
-                    raise BadValue.at(word, f"{what} health_check: expected 'no_rec' or "
-                                      f"'domain FQDN', not {word.text!r}")
-
-        def rcodes(name: str) -> Callable[[Directive], None]:
-            def handler(option: Directive) -> None:
-                values = arity(option, f"{what} {option.name.text}", 1, None)
-                for token in values:
-                    if token.text.upper() not in RCODE_NAMES or (
-                            name == "failover_rcodes" and token.text.upper() == "NOERROR"):
-                        raise BadValue.at(token, f"{what} {option.name.text}: {token.text!r} is "
-                                          "not an rcode it can take")
-                settings[name] = tuple(t.text.upper() for t in values)
-            return handler
-
-        def counter(option: Directive) -> None:
-            (value,) = arity(option, f"{what} {option.name.text}", 1, 1)
-            integer(value, f"{what} {option.name.text}", 0, None)
-            self.warn(option.name, f"{what}: option {option.name.text!r} has no effect here; "
-                      "ignored")
-
-        self.options(directive, what, {
-            "except": except_, "force_tcp": flag("force_tcp"), "prefer_udp": flag("prefer_udp"),
-            "expire": expire, "max_fails": max_fails, "max_concurrent": max_concurrent,
-            "policy": policy, "health_check": health_check, "next": rcodes("next_rcodes"),
-            "failover": rcodes("failover_rcodes"),
-            "failfast_all_unhealthy_upstreams": flag("failfast_all_unhealthy"),
-            "max_idle_conns": counter, "max_connect_attempts": counter,
-        }, unsupported=("tls", "tls_servername", "doh_method", "resolver", "next_on_nodata"))
-        forward = ForwardConfig(**settings)  # type: ignore[arg-type]
-        block.forwards.append((zones, forward, directive.name))
+        The block's forward lines form one chain (CoreDNS tries them in order): every line
+        carries the others, and a FROM already routed in this block adds no route of its own.
+        """
+        context = ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
+        line = forward_plugin.parse_forward(directive, context)
+        chain = (*block.forwards[0][1].chain, line) if block.forwards else (line,)
+        block.forwards[:] = [
+            (zones, replace(forward, before=chain[:len(forward.before)],
+                            after=chain[len(forward.before) + 1:]), token)
+            for zones, forward, token in block.forwards
+        ]
+        wired = replace(line, before=chain[:-1])
+        shadow = wired.shadowed_by()
+        if shadow is not None:
+            self.warn(directive.name, f"forward {line.from_zone}: never used: an earlier "
+                      f"forward line ({shadow.from_zone}) takes all its names first; CoreDNS "
+                      "tries forward lines in order, so put sub-zones first")
+        if all(line.from_zone not in zones for zones, _, _ in block.forwards):
+            block.forwards.append(((line.from_zone,), wired, directive.name))
 
     def cache(self, directive: Directive, block: _Block) -> None:
-        """``cache [TTL] [ZONES...] { … }``: TTL caps both halves; zones default to the block's."""
-        args = directive.args
-        success, denial = CacheConfig().success, CacheConfig().denial
-        what = "cache"
-        if args and args[0].text.lstrip("-").isdigit():
-            cap = integer(args[0], f"{what} TTL", 1, None)
-            success, denial = replace(success, max_ttl=cap), replace(denial, max_ttl=cap)
-            args = args[1:]
-        settings: dict[str, object] = {"zones": self.zone_list(args, what) or block.zones}
-
-        def limits(name: str, current: CacheLimits) -> Callable[[Directive], None]:
-            def handler(option: Directive) -> None:
-                values = arity(option, f"{what} {name}", 1, 3)
-                capacity = integer(values[0], f"{what} {name} capacity", 1, None)
-                max_ttl = (integer(values[1], f"{what} {name} TTL", 1, None) if len(values) > 1
-                           else current.max_ttl)
-                min_ttl = (integer(values[2], f"{what} {name} MINTTL", 0, None)
-                           if len(values) > 2 else current.min_ttl)
-                settings[name] = CacheLimits(capacity, max_ttl, min_ttl)
-            return handler
-
-        def prefetch(option: Directive) -> None:
-            values = arity(option, f"{what} prefetch", 1, 3)
-            integer(values[0], f"{what} prefetch amount", 1, None)
-            if len(values) > 1:
-                duration(values[1], f"{what} prefetch")
-            if len(values) > 2:
-                text = values[2].text
-                if not (text.endswith("%") and text[:-1].isdigit() and 10 <= int(text[:-1]) <= 90):
-                    raise BadValue.at(values[2], f"{what} prefetch: {text!r} is not a percentage "
-                                      "from 10% to 90%")
-            self.warn(option.name, f"{what}: prefetch is not implemented; ignored")
-
-        def serve_stale(option: Directive) -> None:
-            values = arity(option, f"{what} serve_stale", 0, 2)
-            settings["serve_stale"] = (duration(values[0], f"{what} serve_stale") if values
-                                       else 3600.0)
-            if len(values) > 1:
-                mode = values[1].text.lower()
-                if mode not in ("immediate", "verify", "after", "before"):
-                    raise BadValue.at(values[1], f"{what} serve_stale: {values[1].text!r} is not "
-                                      "immediate or verify")
-                settings["serve_stale_verify"] = mode in ("verify", "before")
-
-        def servfail(option: Directive) -> None:
-            (value,) = arity(option, f"{what} servfail", 1, 1)
-            seconds = duration(value, f"{what} servfail")
-            if seconds > 300:
-                raise BadValue.at(value, f"{what} servfail: at most 5m")
-            settings["servfail_ttl"] = seconds
-
-        def disable(option: Directive) -> None:
-            values = arity(option, f"{what} disable", 1, None)
-            kind = values[0].text
-            if kind not in ("success", "denial"):
-                raise BadValue.at(values[0], f"{what} disable: expected success or denial, not "
-                                  f"{kind!r}")
-            zones = self.zone_list(values[1:], f"{what} disable") or block.zones
-            key = f"disable_{kind}"
-            previous = settings.get(key, ())
-            assert isinstance(previous, tuple)
-            settings[key] = tuple(dict.fromkeys(previous + zones))
-
-        def keepttl(option: Directive) -> None:
-            arity(option, f"{what} keepttl", 0, 0)
-            settings["keep_ttl"] = True
-
-        self.options(directive, what, {
-            "success": limits("success", success), "denial": limits("denial", denial),
-            "prefetch": prefetch, "serve_stale": serve_stale, "servfail": servfail,
-            "disable": disable, "keepttl": keepttl,
-        }, ignored=("serve_stale_policy",))
-        settings.setdefault("success", success)
-        settings.setdefault("denial", denial)
-        block.cache = CacheConfig(**settings)  # type: ignore[arg-type]
+        """``cache [TTL] [ZONES...] { … }`` (:func:`~dnsserver.plugins.cache.parse_cache`)."""
+        context = ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
+        block.cache = cache_plugin.parse_cache(directive, context)
 
     def health(self, directive: Directive, block: _Block) -> None:
         """``health [ADDRESS] { lameduck DURATION }``."""
@@ -1062,25 +927,6 @@ def _http_address(token: Token, what: str) -> str:
     except ConfigError as exc:
         raise BadValue.at(token, f"{what}: {exc}") from None
     return token.text
-
-
-def _upstream(token: Token) -> str:
-    """``IP``, ``IP:PORT``, ``[V6]:PORT``, ``dns://…`` → ``HOST:PORT``; a path stays a path."""
-    text = token.text
-    if text.lower().startswith(_SECURE_SCHEMES):
-        raise Unsupported.at(token, f"forward: {text!r}: only plain DNS upstreams are supported")
-    text = text.removeprefix("dns://")
-    if "/" in text:
-        return text
-    bad = BadValue.at(token, f"forward: {token.text!r} is not an IP address, IP:PORT or file")
-    try:
-        host, port = split_host_port(text, default_port=DEFAULT_PORT)
-        host = str(ipaddress.ip_address(host))
-    except (ConfigError, ValueError):
-        raise bad from None
-    if port == 0:
-        raise bad
-    return format_host_port(host, port)
 
 
 def _is_reverse(zone: str) -> bool:

@@ -7,10 +7,12 @@ and line. :mod:`dnsserver.config.corefile` reads the text into directives and ca
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
-from dnsserver.config.settings import ConfigError, parse_duration
+from dnsserver.config.settings import ConfigError, normalize_zone, parse_duration
 
 # -- errors and warnings -------------------------------------------------------------------
 
@@ -152,3 +154,57 @@ class ParseContext:
         if not self.lenient:
             raise error
         self.warnings.append(CorefileWarning(error.path, error.line, f"{error.detail}; ignored"))
+
+
+# -- zones and option blocks, as every plugin reads them ----------------------------------
+
+def zones(token: Token, what: str) -> tuple[str, ...]:
+    """A zone argument as CoreDNS reads one (``[dns://]ZONE[:PORT]``) in our spelling; a CIDR
+    is the reverse zones it spans, whole octets (IPv4) or nibbles (IPv6): ``10.0.0.0/23`` is
+    ``0.0.10.in-addr.arpa`` and ``1.0.10.in-addr.arpa``."""
+    text = token.text.partition("://")[2] or token.text
+    head, colon, port = text.rpartition(":")
+    if colon and port.isdigit() and "/" not in text and ":" not in head:
+        text = head
+    if "/" not in text:
+        try:
+            return (normalize_zone(text),)
+        except ConfigError as exc:
+            raise BadValue.at(token, f"{what}: {exc}") from None
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        raise BadValue.at(token, f"{what}: {text!r} is not a CIDR network") from None
+    step = 8 if network.version == 4 else 4
+    boundary = -(-network.prefixlen // step) * step
+    labels_kept = boundary // step
+    found = []
+    for subnet in network.subnets(new_prefix=boundary) if boundary else [network]:
+        labels = subnet.network_address.reverse_pointer.split(".")
+        found.append(".".join(labels[len(labels) - 2 - labels_kept:]))  # + in-addr.arpa
+    return tuple(found)
+
+
+def zone_list(tokens: Iterable[Token], what: str) -> tuple[str, ...]:
+    """The zones of several arguments, in order, each once."""
+    return tuple(dict.fromkeys(zone for token in tokens for zone in zones(token, what)))
+
+
+def options(directive: Directive, context: ParseContext, plugin: str,
+            handlers: Mapping[str, Callable[[Directive], None]],
+            *, unsupported: Collection[str] = ()) -> None:
+    """Run the handler of each option in ``directive``'s block, in order. An option in
+    ``unsupported`` (CoreDNS has it, this server does not) and an unknown one are refused
+    through :meth:`ParseContext.soft`, so ``--lenient`` leaves them out with a warning."""
+    for option in directive.body or ():
+        name = option.name.text
+        if option.body is not None:
+            raise BadValue.at(option.name, f"{plugin} {name}: takes no block")
+        handler = handlers.get(name)
+        if handler is not None:
+            handler(option)
+        elif name in unsupported:
+            context.soft(Unsupported.at(option.name, f"{plugin}: option {name!r} is not "
+                                        "supported"))
+        else:
+            context.soft(UnknownOption.at(option.name, f"{plugin}: unknown option {name!r}"))

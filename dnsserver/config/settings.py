@@ -14,15 +14,21 @@ Zones are written lower case without the trailing dot (``cluster.local``); the r
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import re
 from dataclasses import dataclass, fields, replace
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from dnsserver.plugins.chain import PluginOptions
 from zones.model import PodsMode
+
+if TYPE_CHECKING:  # "X as X": re-exported, see __getattr__ below
+    from dnsserver.plugins.cache import CacheConfig as CacheConfig  # noqa: PLC0414
+    from dnsserver.plugins.cache import CacheLimits as CacheLimits  # noqa: PLC0414
+    from dnsserver.plugins.forward import ForwardConfig as ForwardConfig  # noqa: PLC0414
+    from dnsserver.plugins.forward import ForwardPolicy as ForwardPolicy  # noqa: PLC0414
 
 DEFAULT_LISTEN = ("127.0.0.1", 5353)
 ROOT_ZONE = "."
@@ -44,72 +50,19 @@ class ConfigError(ValueError):
 
 # -- plugin sub-configs --------------------------------------------------------------------
 
-class ForwardPolicy(StrEnum):
-    """How ``forward`` picks an upstream (CoreDNS ``policy``)."""
-
-    RANDOM = "random"
-    ROUND_ROBIN = "round_robin"
-    SEQUENTIAL = "sequential"
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardConfig:
-    """CoreDNS ``forward . TO...``: where names outside the cluster go, and how.
-
-    ``to`` holds ``HOST:PORT`` (IPv6 in brackets, port filled in) or the path of a
-    resolv.conf-style file whose ``nameserver`` lines are the upstreams (read at start-up;
-    ``/etc/resolv.conf`` is the node's, with ``dnsPolicy: Default``).
-    """
-
-    to: tuple[str, ...] = (RESOLV_CONF,)
-    except_zones: tuple[str, ...] = ()
-    policy: ForwardPolicy = ForwardPolicy.RANDOM
-    max_concurrent: int | None = None  # None: no limit; over the limit → REFUSED
-    force_tcp: bool = False
-    prefer_udp: bool = False
-    max_fails: int = 2  # 0: never mark an upstream down
-    health_check: float = 0.5
-    health_check_recursion: bool = True  # False with ``health_check D no_rec``
-    health_check_domain: str = ROOT_ZONE
-    expire: float = 10.0  # idle upstream connections are closed after this long
-    next_rcodes: tuple[str, ...] = ()
-    failover_rcodes: tuple[str, ...] = ()
-    failfast_all_unhealthy: bool = False
-
-    @property
-    def addresses(self) -> tuple[tuple[str, int], ...]:
-        """The literal upstreams as (host, port), files left out."""
-        return tuple(split_host_port(t) for t in self.to if not is_upstream_file(t))
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        """The resolv.conf-style files among the upstreams."""
-        return tuple(t for t in self.to if is_upstream_file(t))
+# ``forward`` and ``cache`` keep their options with their code (dnsserver/plugins/forward.py,
+# cache.py), which imports this module; they are importable from here too, loaded on first use.
+_PLUGIN_OPTIONS = {
+    "ForwardConfig": "dnsserver.plugins.forward", "ForwardPolicy": "dnsserver.plugins.forward",
+    "CacheConfig": "dnsserver.plugins.cache", "CacheLimits": "dnsserver.plugins.cache",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class CacheLimits:
-    """One of the cache's two halves: capacity (entries) and TTL bounds (seconds)."""
-
-    capacity: int
-    max_ttl: int
-    min_ttl: int = 5
-
-
-@dataclass(frozen=True, slots=True)
-class CacheConfig:
-    """CoreDNS ``cache``. The capacity is CoreDNS's setting; it keeps 256 equal shards, so
-    10000 holds 9984 entries."""
-
-    zones: tuple[str, ...] = (ROOT_ZONE,)
-    success: CacheLimits = CacheLimits(10000, 3600)
-    denial: CacheLimits = CacheLimits(10000, 1800)
-    servfail_ttl: float = 5.0  # 0: SERVFAIL is not cached
-    serve_stale: float | None = None  # serve expired entries this long after expiry
-    serve_stale_verify: bool = False  # refresh before serving stale (``verify``)
-    disable_success: tuple[str, ...] = ()  # zones whose positive answers are never cached
-    disable_denial: tuple[str, ...] = ()  # zones whose negative answers are never cached
-    keep_ttl: bool = False  # serve the original TTL instead of counting down
+def __getattr__(name: str) -> object:
+    module = _PLUGIN_OPTIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True, slots=True)

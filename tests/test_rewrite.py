@@ -594,3 +594,101 @@ def test_root_cluster_zone_puts_every_suffix_on_the_slow_path() -> None:
     plugin = options.build(chain.BuildContext(cluster_zones=(".",)))
     assert plugin.interception() == chain.Interception(zones=(wire("corp.example"),))
     assert rewrite.PLUGIN == "rewrite"
+
+
+# -- in process: the question the rest of the chain sees, and every value type -------------
+
+def _plugins(*lines: str) -> chain.Next:
+    """The chain of ``rewrite`` lines ending in a function that records what it is asked and
+    answers from ``ANSWERS`` (a dnspython reply to the question it got)."""
+    text = "\n    ".join(lines)
+    plugins = [options.build(chain.BuildContext(("cluster.local",)))
+               for options in options_of(text)]
+    return chain.compose(plugins, _answering)
+
+
+SEEN: list[dns.message.Message] = []
+ANSWERS: dict[str, list[str]] = {}
+
+
+def _answering(request: chain.Request) -> chain.Reply:
+    query = dns.message.from_wire(request.data)
+    SEEN.append(query)
+    reply = dns.message.make_response(query)
+    for text in ANSWERS.get(request.key.hex(), []):
+        reply.answer.append(dns.rrset.from_text(*text.split(maxsplit=4)))
+    return reply.to_wire()
+
+
+def _ask(next_plugin: chain.Next, name: str, qtype: str = "A") -> dns.message.Message:
+    data = dns.message.make_query(name, qtype).to_wire()
+    query = rewrite.wire.parse_query(data)
+    request = chain.Request(data, query, query.name.lower(), False, "127.0.0.1",
+                            lambda *_: None)
+    reply = next_plugin(request)
+    assert isinstance(reply, bytes)
+    return dns.message.from_wire(reply, one_rr_per_rrset=True)
+
+
+# CoreDNS's name_test.go: (rule, question) -> the question the next plugin gets
+ASKED = {
+    ("rewrite name prefix foo bar", "foo.example.com."): "bar.example.com.",
+    ("rewrite name prefix foo. bar.", "foo.example.com."): "bar.example.com.",
+    ("rewrite name suffix com org", "foo.example.com."): "foo.example.org.",
+    ("rewrite name suffix .com .org", "foo.example.com."): "foo.example.org.",
+    ("rewrite name suffix .ingress.coredns.rocks nginx.coredns.rocks",
+     "coredns.ingress.coredns.rocks."): "corednsnginx.coredns.rocks.",
+    ("rewrite name prefix foo bar", "coredns.foo."): "coredns.foo.",
+    ("rewrite name suffix com org", "com.coredns."): "com.coredns.",
+    ("rewrite name substring service svc", "com.coredns."): "com.coredns.",
+    ("rewrite name substring a. x.", "a.a.b.a."): "x.x.b.x.",
+    ("rewrite name exact Example.NET example.org", "EXAMPLE.net."): "example.org.",
+    (r"rewrite name regex ^(a)(b)?\. {2}{1}x.", "a.com."): "ax.",
+}
+
+
+@pytest.mark.parametrize(("rule", "name"), list(ASKED))
+def test_the_next_plugin_gets_the_rewritten_question(rule: str, name: str) -> None:
+    SEEN.clear()
+    reply = _ask(_plugins(rule), name)
+    assert [query.question[0].name.to_text() for query in SEEN] == [ASKED[(rule, name)]]
+    assert reply.question[0].name.to_text() == name  # restored, case and all
+
+
+def test_exact_maps_the_name_back_in_every_value_coredns_rewrites() -> None:
+    """Owners and the values of SRV, MX, CNAME, NS, DNAME, NAPTR, SOA (its primary server
+    only) and PTR; other names (the SOA's mailbox, RP) are left as they are."""
+    new = "new.example.org."
+    ANSWERS.clear()
+    ANSWERS[wire("new.example.org").hex()] = [
+        f"{new} 60 IN CNAME {new}", f"{new} 60 IN MX 10 {new}", f"{new} 60 IN NS {new}",
+        f"{new} 60 IN PTR {new}", f"{new} 60 IN DNAME {new}",
+        f"{new} 60 IN SRV 0 0 80 {new}", f'{new} 60 IN NAPTR 1 1 "s" "SIP+D2U" "" {new}',
+        f"{new} 60 IN SOA {new} {new} 1 2 3 4 5", f"{new} 60 IN RP {new} {new}",
+        f"a.{new} 60 IN TXT \"{new}\"", f"x.org. 60 IN CNAME a.{new}",
+    ]
+    reply = _ask(_plugins("rewrite name exact Old.Example.COM new.example.org"),
+                 "old.example.COM", "ANY")
+    old = "old.example.com."
+    assert question(reply) == "old.example.COM. IN ANY"
+    assert lines(reply.answer) == sorted([
+        f"{old} 60 IN CNAME {old}", f"{old} 60 IN MX 10 {old}", f"{old} 60 IN NS {old}",
+        f"{old} 60 IN PTR {old}", f"{old} 60 IN DNAME {old}", f"{old} 60 IN SRV 0 0 80 {old}",
+        f'{old} 60 IN NAPTR 1 1 "s" "SIP+D2U" "" {old}',
+        f"{old} 60 IN SOA {old} {new} 1 2 3 4 5", f"{old} 60 IN RP {new} {new}",
+        f'a.{old} 60 IN TXT "{new}"', f"x.org. 60 IN CNAME a.{old}",
+    ])
+
+
+def test_response_rules_run_last_collected_first() -> None:
+    """Two continue rules and a stop rule: answers map back through each, in reverse."""
+    ANSWERS.clear()
+    ANSWERS[wire("d.example").hex()] = ["d.example. 60 IN A 192.0.2.1",
+                                        "d.example. 60 IN CNAME sub.d.example."]
+    reply = _ask(_plugins("rewrite continue name exact a.example b.example",
+                          "rewrite continue name suffix b.example c.example answer auto",
+                          "rewrite name exact c.example d.example",
+                          "rewrite name exact d.example never.example"), "A.example")
+    assert question(reply) == "A.example. IN A"
+    assert lines(reply.answer) == ["a.example. 60 IN A 192.0.2.1",
+                                   "a.example. 60 IN CNAME sub.a.example."]

@@ -212,6 +212,12 @@ def _name(text: str) -> Labels | None:
         return ()
     if not text or text[0] == ".":
         return None
+    if "\\" not in text:  # the common case: no escapes
+        parts = (text[:-1] if text.endswith(".") else text).encode().split(b".")
+        if b"" in parts or any(len(part) > 63 for part in parts) \
+                or len(text) + (not text.endswith(".")) + 1 > wire.MAX_NAME_LENGTH:
+            return None
+        return tuple(parts)
     labels: list[bytes] = []
     label = bytearray()
     position, end = 0, len(text)
@@ -470,26 +476,29 @@ def _read_name(data: bytes, position: int) -> tuple[Labels, int]:
     after: int | None = None
     length_so_far = 1
     jumps = 0
-    while True:
-        length = _take(data, position, 1)[0]
-        if length & 0xC0 == 0xC0:
-            pointer = (length & 0x3F) << 8 | _take(data, position + 1, 1)[0]
-            if after is None:
-                after = position + 2
-            jumps += 1
-            if jumps > 127:
-                raise _Malformed("compression loop")
-            position = pointer
-            continue
-        if length & 0xC0:
-            raise _Malformed("unknown label type")
-        if length == 0:
-            return tuple(labels), after if after is not None else position + 1
-        labels.append(_take(data, position + 1, length))
-        length_so_far += length + 1
-        if length_so_far > wire.MAX_NAME_LENGTH:
-            raise _Malformed("name over 255 octets")
-        position += 1 + length
+    try:
+        while True:
+            length = data[position]
+            if length & 0xC0 == 0xC0:
+                if after is None:
+                    after = position + 2
+                jumps += 1
+                if jumps > 127:
+                    raise _Malformed("compression loop")
+                position = (length & 0x3F) << 8 | data[position + 1]
+                continue
+            if length & 0xC0:
+                raise _Malformed("unknown label type")
+            if length == 0:
+                return tuple(labels), after if after is not None else position + 1
+            end = position + 1 + length
+            length_so_far += length + 1
+            if end > len(data) or length_so_far > wire.MAX_NAME_LENGTH:
+                raise _Malformed("name ends early or is over 255 octets")
+            labels.append(data[position + 1 : end])
+            position = end
+    except IndexError:
+        raise _Malformed("message ends early") from None
 
 
 def _read_records(data: bytes, position: int, count: int) -> tuple[list[_Record], int]:

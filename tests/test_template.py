@@ -62,6 +62,10 @@ CORE_FILE = r"""
         match ^(?P<d>[0-9]+)[.]2[.]0[.]192[.]in-addr[.]arpa[.]$
         answer "{{ .Name }} 60 IN PTR ip-192-0-2-{{ .Group.d }}.example.test."
     }
+    template IN A wild.test {
+        match "^(?P<a>[0-9]*)\.wild\.test\.$"
+        answer "{{ .Name }} 60 IN A 10.0.0.{{ .Group.a }}"
+    }
     template IN AAAA v6.test {
         match "^h([0-9]+)\.v6\.test\.$"
         answer "{{ .Name }} 60 IN AAAA 2001:db8::{{ index .Match 1 }}"
@@ -156,6 +160,9 @@ ANSWERS: list[tuple[str, str, str, Expected]] = [
     ("no regex match without fallthrough is SERVFAIL", "x.5.2.0.192.in-addr.arpa.", "PTR", SERVFAIL),
     ("a cluster PTR outside the template's zone", "1.0.96.10.in-addr.arpa.", "PTR",
      ("NOERROR", True, ["1.0.96.10.in-addr.arpa. 5 IN PTR kubernetes.default.svc.cluster.local."], NOTHING, NOTHING)),
+    ("the issue's wildcard domain", "7.Wild.test.", "A",
+     ("NOERROR", True, ["7.wild.test. 60 IN A 10.0.0.7"], NOTHING, NOTHING)),
+    ("a name of its zone that the regex misses", "x.wild.test.", "A", SERVFAIL),
     ("index .Match", "h42.v6.test.", "AAAA",
      ("NOERROR", True, ["h42.v6.test. 60 IN AAAA 2001:db8::42"], NOTHING, NOTHING)),
     ("an earlier template without fallthrough stops the later ones", "other.v6.test.", "AAAA", SERVFAIL),

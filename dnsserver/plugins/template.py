@@ -1503,7 +1503,7 @@ def _record(starts_blank: bool, words: list[_Word], blank_after: bool, origin: b
     if rtype is None:
         raise RecordError("no type")
     rdata = _rdata(rtype, words[position:], blank_after, origin)
-    target = _name(words[position].text, origin) if rtype == CNAME and rdata else None
+    target = rdata if rtype == CNAME and _is_name(rdata) else None
     header = _RECORD_HEADER.pack(rtype, rclass, ttl, len(rdata))
     return Record(owner + header + rdata, rtype, target)
 
@@ -1646,6 +1646,15 @@ def _name(text: str, origin: bytes) -> bytes:
     if len(encoded) > wire.MAX_NAME_LENGTH:
         raise RecordError(f"{text!r} is longer than 255 octets")
     return encoded
+
+
+def _is_name(data: bytes) -> bool:
+    """Whether ``data`` is exactly one uncompressed wire name (a CNAME given as ``\\#`` may
+    not be)."""
+    position = 0
+    while position < len(data) and 0 < data[position] <= 63:
+        position += data[position] + 1
+    return position == len(data) - 1 and data[position] == 0 and len(data) <= 255
 
 
 def _character_strings(text: str) -> bytes:

@@ -215,7 +215,7 @@ def _name(text: str) -> Labels | None:
     if "\\" not in text:  # the common case: no escapes
         parts = (text[:-1] if text.endswith(".") else text).encode().split(b".")
         if b"" in parts or any(len(part) > 63 for part in parts) \
-                or len(text) + (not text.endswith(".")) + 1 > wire.MAX_NAME_LENGTH:
+                or sum(len(part) + 1 for part in parts) + 1 > wire.MAX_NAME_LENGTH:
             return None
         return tuple(parts)
     labels: list[bytes] = []

@@ -48,6 +48,7 @@ UPSTREAM_RECORDS = [
     "cdn.google.com. 300 IN CNAME edge.google.com.",
     "edge.google.com. 300 IN A 10.0.0.3",
     "search.example.com. 300 IN A 192.0.2.10",
+    "1.0.0.10.in-addr.arpa. 300 IN PTR gateway.example.",
     "c.example.com. 300 IN A 10.0.0.13",
     "bar.example.com. 300 IN A 10.0.0.5",
     "foobar.example.com. 300 IN A 10.0.0.6",
@@ -64,9 +65,12 @@ UPSTREAM_RECORDS = [
 
 CLUSTER = """\
 .:53 {{
-    kubernetes cluster.local in-addr.arpa ip6.arpa
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        fallthrough in-addr.arpa ip6.arpa
+    }}
     forward . {upstream}
     rewrite name suffix .corp.example .svc.cluster.local answer auto
+    rewrite name exact gateway.ptr.example 1.0.0.10.in-addr.arpa
     rewrite name exact db.example.org db.shop.svc.cluster.local
     rewrite name exact frontend.default.svc.cluster.local api.shop.svc.cluster.local
     rewrite name example.net example.org
@@ -210,6 +214,9 @@ CLUSTER_TABLE = {
     ("frontend.default.svc.cluster.local", "A"): (
         "NOERROR", "frontend.default.svc.cluster.local. IN A",
         ["frontend.default.svc.cluster.local. 5 IN A 10.96.200.5"]),
+    # a reverse name the cluster does not have falls through to forward (kubeadm's block)
+    ("gateway.ptr.example", "PTR"): (
+        "NOERROR", "gateway.ptr.example. IN PTR", ["gateway.ptr.example. 300 IN PTR gateway.example."]),
     # through forward: the upstream is asked example.org
     ("Example.NET", "A"): ("NOERROR", "Example.NET. IN A", ["example.net. 300 IN A 10.0.0.1"]),
     # suffix without answer auto: only the question is restored
@@ -266,7 +273,7 @@ def test_tcp_and_upstream_sees_the_rewritten_question(cluster: ServerProcess,
 
 
 def test_lenient_leaves_the_refused_rule_out(cluster: ServerProcess) -> None:
-    assert re.search(r"Corefile:13: rewrite: edns0 rules are not supported; ignored",
+    assert re.search(r"Corefile:16: rewrite: edns0 rules are not supported; ignored",
                      cluster.text()), cluster.text()
 
 
@@ -692,3 +699,16 @@ def test_response_rules_run_last_collected_first() -> None:
     assert question(reply) == "A.example. IN A"
     assert lines(reply.answer) == ["a.example. 60 IN A 192.0.2.1",
                                    "a.example. 60 IN CNAME sub.a.example."]
+
+
+def test_the_cluster_files_rules_take_one_name_off_the_fast_path() -> None:
+    parsed = corefile.parse_with_warnings(CLUSTER.format(upstream="127.0.0.1:53"),
+                                          lenient=True, env={})
+    context = chain.BuildContext(cluster_zones=parsed.config.zones)
+    guard = chain.FastPathGuard(options.build(context).interception()
+                                for options in parsed.config.chain)
+    assert not guard.empty
+    assert guard(wire("frontend.default.svc.cluster.local"), 1)
+    for name in ("kubernetes.default.svc.cluster.local", "api.shop.svc.cluster.local",
+                 "1.0.96.10.in-addr.arpa", "db.shop.svc.cluster.local"):
+        assert not guard(wire(name), 1), name

@@ -76,7 +76,7 @@ from zones.records import AAAA, ANY, CNAME, SERVFAIL, A
 log = logging.getLogger("dnsserver.template")
 
 NAME = "template"
-CLASS_IN = 1
+CLASS_IN, CLASS_ANY = 1, 255
 DEFAULT_TTL = 3600  # miekg/dns NewRR's
 EDE_OPTION = 15  # RFC 8914
 EDE_UDP_SIZE = 4096  # the OPT CoreDNS adds for ederror when the query had none
@@ -180,7 +180,7 @@ def parse(directive: Directive, context: ParseContext) -> TemplateOptions | None
         refused = True
         context.soft(error)
 
-    if qclass not in (CLASS_IN, CLASSES["ANY"]):
+    if qclass not in (CLASS_IN, CLASS_ANY):
         refuse(Unsupported.at(class_token, f"template: class {class_token.text} is not "
                               "supported: queries of classes other than IN are refused before "
                               "any plugin (use IN or ANY)"))
@@ -459,7 +459,7 @@ class Template:
     def _intercepted(self, context: chain.BuildContext) -> chain.Interception:
         """The names this template may answer that the cluster zone's index may hold: the
         template's zones within the server block's, within the cluster and reverse zones."""
-        if self.options.qclass not in (CLASS_IN, ANY):
+        if self.options.qclass not in (CLASS_IN, CLASS_ANY):
             return chain.NOTHING
         mine = _overlap((zone for zone, _ in self._zones),
                         () if self._everywhere else self._server_zones)

@@ -550,9 +550,6 @@ def test_k3s_node_hosts(servers: Servers) -> None:
     assert outcome(ask(port, "agent-2."))[0] == "NXDOMAIN"
 
 
-@pytest.mark.skipif("interception_changed" not in chain.BuildContext.__dataclass_fields__,
-                    reason="the server has no way yet to hear that a plugin's interception "
-                    "changed (BuildContext.interception_changed)")
 def test_a_cluster_name_added_to_the_file_is_answered_by_hosts(tmp_path: Path) -> None:
     node_hosts = tmp_path / "NodeHosts"
     node_hosts.write_text("10.0.0.11 server-1\n")

@@ -136,8 +136,9 @@ class Zone:
         self._services_by_ns: dict[str, set[Key]] = {}
         self._slices: dict[Key, model.EndpointSlice] = {}
         self._slices_by_service: dict[Key, set[Key]] = {}
-        self._namespaces: set[str] = set()
-        # CoreDNS ``namespaces``: only these are exposed; others do not exist (NXDOMAIN).
+        self._namespaces: set[str] = set()  # every namespace the cluster has
+        # CoreDNS ``namespaces``: only these are exposed; others do not exist (NXDOMAIN). The
+        # others are still kept, so that a reload which exposes more needs no relist.
         self._exposed = frozenset(ns.lower() for ns in namespaces)
         self._pods: dict[Key, model.Pod] = {}
         # Nearly always one pod per IP: a small tuple, not a set (50,000 pods: ~8 MB less).
@@ -408,7 +409,7 @@ class Zone:
             self._mark(service)
 
     def _apply_namespace(self, namespace: str) -> bool:
-        if namespace in self._namespaces or (self._exposed and namespace not in self._exposed):
+        if namespace in self._namespaces:
             return False
         self._namespaces.add(namespace)
         self._namespace_changed(namespace)
@@ -421,8 +422,12 @@ class Zone:
         self._namespace_changed(namespace)
         return True
 
+    def _serves_namespace(self, namespace: str) -> bool:
+        return namespace in self._namespaces and (
+            not self._exposed or namespace in self._exposed)
+
     def _namespace_changed(self, namespace: str) -> None:
-        exists = namespace in self._namespaces
+        exists = self._serves_namespace(namespace)
         for origin in self._forward:
             roots = ["svc"] + (["pod"] if self.pods is not PodsMode.DISABLED else [])
             for root in roots:
@@ -483,7 +488,7 @@ class Zone:
         svc = self._services.get(key)
         fresh: dict[bytes, Node] = {}
         reverse: list[tuple[str, str]] = []
-        if svc is not None and svc.namespace in self._namespaces:
+        if svc is not None and self._serves_namespace(svc.namespace):
             slices = [self._slices[k] for k in sorted(self._slices_by_service.get(key, ()))]
             for i, origin in enumerate(self._forward):
                 view = build.view(svc, slices, origin.name)
@@ -596,7 +601,7 @@ class Zone:
 
     def _pod_ip(self, parsed: names.ParsedName) -> str | None:
         """The IP a pod name stands for, if the name exists under the ``pods`` mode."""
-        if self.pods is PodsMode.DISABLED or parsed.namespace not in self._namespaces:
+        if self.pods is PodsMode.DISABLED or not self._serves_namespace(parsed.namespace):
             return None
         ip = names.ip_from_pod_label(parsed.endpoint)
         if ip is None:

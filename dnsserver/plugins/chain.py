@@ -105,6 +105,10 @@ def _no_addresses() -> Sequence[tuple[str, int]]:
     return ()
 
 
+def _nothing() -> None:
+    pass
+
+
 def _raise_fatal(message: str) -> None:
     raise SystemExit(message)
 
@@ -118,6 +122,9 @@ class BuildContext:
     listen_addresses: Callable[[], Sequence[tuple[str, int]]] = _no_addresses
     # Stop the server at once with status 1, logging ``message`` (CoreDNS's log.Fatal).
     fatal: Callable[[str], None] = _raise_fatal
+    # Call (on the event loop) when ``interception()`` would now say something else: a
+    # reloaded hosts file, say. The fast path then asks every plugin again.
+    interception_changed: Callable[[], None] = _nothing
 
 
 class PluginOptions(Protocol):

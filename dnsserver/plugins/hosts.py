@@ -38,7 +38,7 @@ import logging
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain as chained
 
@@ -347,7 +347,7 @@ class Hosts:
         self._served = (*(zone_to_wire(zone) for zone in context.cluster_zones),
                         _IN_ADDR_ARPA, _IP6_ARPA)
         # called when interception() changes (a file edit); the server rebuilds its guard
-        self._changed: Callable[[], None] | None = getattr(context, "interception_changed", None)
+        self._changed = context.interception_changed
         self._snapshot: Snapshot | None = None
         self._task: asyncio.Task[None] | None = None
         loaded = read_file(options.path, self._origins)
@@ -473,8 +473,7 @@ class Hosts:
         interception = self._intercepted()
         if interception != self._interception:
             self._interception = interception
-            if self._changed is not None:
-                self._changed()
+            self._changed()
 
     def _load(self) -> tuple[Snapshot, Table] | None:
         loaded = read_file(self.options.path, self._origins)

@@ -11,6 +11,7 @@ import os
 import random
 import signal
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from dnsserver.plugins import chain
 from dnsserver.plugins import forward as forwarding
 from dnsserver.plugins.autopath import AutoPath
 from dnsserver.plugins.log import QueryLog
+from dnsserver.serve import http
 from dnsserver.serve.handler import Handler
 from dnsserver.serve.http import OpsServer
 from dnsserver.serve.metrics import Metrics
@@ -97,7 +99,7 @@ class DnsServer:
     @property
     def watches_pods(self) -> bool:
         """Pods are listed only when an answer depends on them (they are many)."""
-        return self.config.pods is model.PodsMode.VERIFIED or self.config.autopath
+        return _watches_pods(self.config)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -137,14 +139,7 @@ class DnsServer:
         await self.ops.start()
         self._api = api
         if api is not None:
-            options = kube.Options(
-                inactivity_timeout=self.config.watch_inactivity_timeout,
-                backoff_unit=self.config.watch_backoff_unit,
-            )
-            self.kube = kube.KubeSource(
-                self.zone, api, asyncio.get_running_loop(),
-                pods=self.watches_pods, options=options, programming=self.metrics.programming,
-            )
+            self.kube = self._kube_source(self.zone, self.config)
             self.kube.start()
             if self.config.startup_timeout > 0:
                 try:
@@ -197,53 +192,101 @@ class DnsServer:
     async def reconfigure(
         self, new: Config, objects: Sequence[model.ClusterObject] | None = None
     ) -> None:
-        """Switch to ``new`` without dropping queries or going unready: what changed is built
-        beside what runs, then swapped in between two queries (the event loop runs both)."""
+        """Switch to ``new`` without dropping queries or going unready, all or nothing.
+
+        1. Build everything that changed beside what runs: the zone (filled from the running
+           one, from ``objects``, or from a new watch of the API when what is watched
+           changes), autopath, the chain's plugins, the listeners on new addresses, the HTTP
+           endpoints, the forwarding. Any failure undoes what this step made and raises: the
+           running configuration stays entirely in force.
+        2. Swap it all in between two queries (no await in between), then close what is no
+           longer used.
+        """
         old = self.config
-        plugins = self.plugins
-        if old.chain != new.chain:
-            plugins = self._make_plugins(new)
-            for plugin in plugins:
-                await plugin.start()
-        zone = self.zone
-        if _zone_shape(old) != _zone_shape(new):
-            zone = _make_zone(new)
-            with zone.batch():
-                source = objects if objects is not None else list(self.zone.objects())
-                for kind in (model.Namespace, model.Service, model.EndpointSlice, model.Pod):
-                    zone.reconcile(kind, source)
-            zone.synced = self.zone.synced
-            if self.kube is not None:
-                self.kube.retarget(zone)  # events from now on change the new zone
-        elif objects is not None:
-            with zone.batch():
-                for kind in (model.Namespace, model.Service, model.EndpointSlice, model.Pod):
-                    zone.reconcile(kind, objects)
-        autopath = self.autopath
-        if zone is not self.zone or (old.autopath, old.search_domains) != (
-            new.autopath, new.search_domains
-        ):
-            autopath = _make_autopath(new, zone)
-        self.zone, self.autopath, self.config = zone, autopath, new
-        self.handler.use(zone, autopath, _query_log(new))
+        _check_same_source(old, new)
+        built = _Built(self.zone)
+        try:
+            await self._build(new, objects, built)
+        except BaseException:
+            await built.undo(self)
+            raise
+        # -- the swap: nothing below awaits until everything points at the new parts
+        previous_kube, previous_forwarding = self.kube, self.forwarding
+        previous_plugins = self.plugins
+        if built.kube is not None:
+            self.kube = built.kube
+        elif self.kube is not None and built.zone is not self.zone:
+            self.kube.retarget(built.zone)  # events from now on change the new zone
+        self.zone, self.autopath, self.config = built.zone, built.autopath, new
+        self.handler.use(built.zone, built.autopath, _query_log(new))
         self.handler.serve_zones(_served_zones(new))
-        if plugins is not self.plugins:
-            previous_plugins, self.plugins = self.plugins, plugins
-            self.handler.use_plugins(plugins)
+        self.listeners.connections.limits = _limits(new)
+        if built.plugins is not None:
+            self.plugins = built.plugins
+            self.handler.use_plugins(built.plugins)
+        if built.forwarding_changed:
+            self.forwarding = built.forwarding
+            self.handler.forwarding = built.forwarding
+        self._connect_autopath()
+        if built.endpoints is not None:
+            await self.ops.use(built.endpoints)
+        # -- what the new configuration no longer uses
+        await self.listeners.close_others(list(new.listen))
+        if built.plugins is not None:
             for plugin in previous_plugins:
                 await plugin.close()
-        await self.listeners.update(list(new.listen), _limits(new))
+        if built.forwarding_changed and previous_forwarding is not None:
+            await previous_forwarding.close()
+        if built.kube is not None and previous_kube is not None:
+            await asyncio.to_thread(previous_kube.stop)
+
+    async def _build(self, new: Config, objects: Sequence[model.ClusterObject] | None,
+                     built: _Built) -> None:
+        """Step 1 of :meth:`reconfigure`: fill ``built`` with what ``new`` changes."""
+        old = self.config
+        pods_watch_changes = self.kube is not None and _watches_pods(new) != self.watches_pods
+        if pods_watch_changes:
+            # A new watch, pods included or left out, fills a new zone; it must sync first.
+            built.zone = _make_zone(new)
+            built.kube = self._kube_source(built.zone, new)
+            built.kube.start()
+            wait = max(new.startup_timeout, 10.0)
+            try:
+                await asyncio.wait_for(built.kube.synced.wait(), wait)
+            except TimeoutError:
+                raise ConfigError(f"the new watch of the API did not sync in {wait:g}s") from None
+        elif objects is not None or _zone_shape(old) != _zone_shape(new):
+            built.zone = _make_zone(new)
+            with built.zone.batch():
+                source = objects if objects is not None else list(self.zone.objects())
+                for kind in (model.Namespace, model.Service, model.EndpointSlice, model.Pod):
+                    built.zone.reconcile(kind, source)
+            built.zone.synced = self.zone.synced
+        built.autopath = self.autopath
+        if built.zone is not self.zone or (old.autopath, old.search_domains) != (
+            new.autopath, new.search_domains
+        ):
+            built.autopath = _make_autopath(new, built.zone)
+        if old.chain != new.chain:
+            built.plugins = self._make_plugins(new)
+        built.listening = await self.listeners.start(list(new.listen))
+        if _endpoints(old) != _endpoints(new):
+            built.endpoints = _endpoints(new)
+            built.ops_opened = await self.ops.open(built.endpoints)
         if _forwarding_shape(old) != _forwarding_shape(new):
-            previous = self.forwarding
-            self.forwarding = forwarding.build(new, self.addresses)
-            self.handler.forwarding = self.forwarding
-            if previous is not None:
-                await previous.close()
-        self._connect_autopath()
-        if _ops_shape(old) != _ops_shape(new):
-            await self.ops.stop()
-            self.ops = _make_ops(new, self.unready_reason, self.metrics)
-            await self.ops.start()
+            built.forwarding_changed = True
+            built.forwarding = forwarding.build(new, self.listeners.bound(list(new.listen)))
+        for plugin in built.plugins or ():
+            await plugin.start()
+            built.started.append(plugin)
+
+    def _kube_source(self, zone: Zone, config: Config) -> kube.KubeSource:
+        assert self._api is not None
+        options = kube.Options(inactivity_timeout=config.watch_inactivity_timeout,
+                               backoff_unit=config.watch_backoff_unit)
+        return kube.KubeSource(zone, self._api, asyncio.get_running_loop(),
+                               pods=_watches_pods(config), options=options,
+                               programming=self.metrics.programming)
 
     def _connect_autopath(self) -> None:
         """Let autopath walk on to names the forwarder answers."""
@@ -270,8 +313,9 @@ class DnsServer:
                 await self.reload()
 
     def _make_plugins(self, config: Config) -> list[chain.Plugin]:
-        context = chain.BuildContext(cluster_zones=config.zones,
-                                     listen_addresses=lambda: self.addresses, fatal=self.fatal)
+        context = chain.BuildContext(
+            cluster_zones=config.zones, listen_addresses=lambda: self.addresses,
+            fatal=self.fatal, interception_changed=lambda: self.handler.refresh_guard())
         return [options.build(context) for options in config.chain]
 
     def fatal(self, message: str) -> None:
@@ -376,6 +420,11 @@ def _make_autopath(config: Config, zone: Zone) -> AutoPath | None:
     return AutoPath(zone, domains)
 
 
+def _endpoints(config: Config) -> http.Endpoints:
+    return http.endpoints(_address(config.health.address) if config.health else None,
+                          _address(config.ready_address), _address(config.prometheus_address))
+
+
 def _make_ops(config: Config, readiness: Callable[[], str | None], metrics: Metrics) -> OpsServer:
     return OpsServer(
         health=_address(config.health.address) if config.health else None,
@@ -397,6 +446,46 @@ def _limits(config: Config) -> Limits:
     return Limits(config.tcp_idle_timeout, config.max_tcp_connections)
 
 
+def _watches_pods(config: Config) -> bool:
+    return config.pods is model.PodsMode.VERIFIED or config.autopath
+
+
+def _check_same_source(old: Config, new: Config) -> None:
+    """Where the cluster comes from is fixed at start (the API client is made once)."""
+    fields = ("manifests", "kubeconfig", "context", "kube_endpoint", "kube_tls")
+    changed = [name for name in fields if getattr(old, name) != getattr(new, name)]
+    if changed:
+        raise ConfigError(f"changing {', '.join(changed)} needs a restart")
+
+
+@dataclass(slots=True)
+class _Built:
+    """What a reload has built so far (step 1 of :meth:`DnsServer.reconfigure`)."""
+
+    zone: Zone
+    kube: kube.KubeSource | None = None
+    autopath: AutoPath | None = None
+    plugins: list[chain.Plugin] | None = None
+    started: list[chain.Plugin] = field(default_factory=list)
+    listening: list[tuple[str, int]] = field(default_factory=list)  # newly opened
+    endpoints: http.Endpoints | None = None  # the HTTP endpoints, when they change
+    ops_opened: list[http.Address] = field(default_factory=list)
+    forwarding: forwarding.Forwarding | None = None
+    forwarding_changed: bool = False
+
+    async def undo(self, server: DnsServer) -> None:
+        """Close what was made, and bring back what made way: the running configuration
+        stays as it was."""
+        for plugin in self.started:
+            await plugin.close()
+        if self.forwarding is not None:
+            await self.forwarding.close()
+        await server.listeners.close(self.listening)
+        await server.ops.abandon(self.ops_opened)
+        if self.kube is not None:
+            await asyncio.to_thread(self.kube.stop)
+
+
 def _zone_shape(config: Config) -> tuple[object, ...]:
     """What the zone is built from: a change means a new zone."""
     return (config.zones, config.ttl, config.pods, config.reverse_zones, config.loadbalance,
@@ -406,11 +495,6 @@ def _zone_shape(config: Config) -> tuple[object, ...]:
 def _forwarding_shape(config: Config) -> tuple[object, ...]:
     return (config.forward, config.stub_domains, config.cache, config.fallthrough,
             config.fallthrough_zones, config.reverse_zones)
-
-
-def _ops_shape(config: Config) -> tuple[object, ...]:
-    return (config.health.address if config.health else None, config.ready_address,
-            config.prometheus_address)
 
 
 def _digest(path: Path) -> bytes | None:

@@ -113,6 +113,10 @@ class Handler:
         on; the fast path leaves the queries they may answer."""
         self.plugins = chain.ordered(plugins)
         self._chain = chain.compose(self.plugins, self._cluster)
+        self.refresh_guard()
+
+    def refresh_guard(self) -> None:
+        """Ask the plugins again what they take off the fast path."""
         guard = chain.FastPathGuard(plugin.interception() for plugin in self.plugins)
         self._guard = None if guard.empty else guard
 

@@ -37,50 +37,98 @@ Route = Callable[[], Response]
 REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
+Address = tuple[str, int]
+Endpoints = dict[Address, dict[str, str]]  # configured address -> path -> endpoint name
+
+
+def endpoints(health: Address | None, ready: Address | None,
+              metrics: Address | None) -> Endpoints:
+    """Which paths each address serves; endpoints on one address share its listener."""
+    found: Endpoints = {}
+    for address, path in ((health, "/health"), (ready, "/ready"), (metrics, "/metrics")):
+        if address is not None:
+            found.setdefault(address, {})[path] = path
+    return found
+
+
 class OpsServer:
-    """HTTP listeners for the operational endpoints."""
+    """HTTP listeners for the operational endpoints.
+
+    A reload changes them in two steps that keep every unchanged address listening (a probe
+    never meets a closed port): :meth:`open` listens on the new addresses (all or none),
+    then :meth:`use` switches to the new endpoints and closes the addresses they dropped;
+    :meth:`abandon` closes what :meth:`open` opened instead.
+    """
 
     def __init__(
         self,
         *,
-        health: tuple[str, int] | None,
-        ready: tuple[str, int] | None,
-        metrics: tuple[str, int] | None,
+        health: Address | None,
+        ready: Address | None,
+        metrics: Address | None,
         readiness: Callable[[], str | None],
         registry: CollectorRegistry,
     ) -> None:
         """``readiness`` returns None when ready, else the reason (the 503 body)."""
         self._readiness = readiness
         self._registry = registry
-        self._routes: dict[tuple[str, int], dict[str, Route]] = {}
-        for address, path, route in (
-            (health, "/health", self._health),
-            (ready, "/ready", self._ready),
-            (metrics, "/metrics", self._metrics),
-        ):
-            if address is not None:
-                self._routes.setdefault(address, {})[path] = route
-        self._servers: list[asyncio.Server] = []
-        self.addresses: dict[str, tuple[str, int]] = {}  # path -> bound address
+        self._handlers: dict[str, Route] = {
+            "/health": self._health, "/ready": self._ready, "/metrics": self._metrics}
+        self._endpoints = endpoints(health, ready, metrics)
+        self._servers: dict[Address, asyncio.Server] = {}
+        self.addresses: dict[str, Address] = {}  # path -> bound address
 
     async def start(self) -> None:
-        for (host, port), routes in self._routes.items():
-            server = await asyncio.start_server(
-                lambda r, w, routes=routes: self._serve(r, w, routes),  # type: ignore[misc]
-                host or None, port, reuse_address=True,
-            )
-            bound = server.sockets[0].getsockname()
-            for path in routes:
-                self.addresses[path] = (host or "0.0.0.0", int(bound[1]))
-            self._servers.append(server)
+        """Listen on every address, or on none: one that cannot be bound closes the others."""
+        await self.open(self._endpoints)
+        self._publish()
+
+    async def open(self, wanted: Endpoints) -> list[Address]:
+        """Also listen on the addresses of ``wanted`` not open yet; all or none."""
+        opened: list[Address] = []
+        try:
+            for address in wanted:
+                if address not in self._servers:
+                    host, port = address
+                    self._servers[address] = await asyncio.start_server(
+                        lambda r, w, at=address: self._serve(r, w, at),  # type: ignore[misc]
+                        host or None, port, reuse_address=True,
+                    )
+                    opened.append(address)
+        except BaseException:
+            await self._close(opened)
+            raise
+        return opened
+
+    async def use(self, wanted: Endpoints) -> None:
+        """Serve ``wanted`` from now on (its addresses are open) and close the others."""
+        self._endpoints = wanted
+        self._publish()
+        await self._close([a for a in self._servers if a not in wanted])
+
+    async def abandon(self, opened: list[Address]) -> None:
+        await self._close(opened)
 
     async def stop(self) -> None:
-        for server in self._servers:
+        await self._close(list(self._servers))
+
+    async def _close(self, addresses: list[Address]) -> None:
+        closing = [self._servers.pop(a) for a in addresses if a in self._servers]
+        for server in closing:
             server.close()
-        for server in self._servers:
+        for server in closing:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
-        self._servers.clear()
+
+    def _publish(self) -> None:
+        self.addresses = {}
+        for address, paths in self._endpoints.items():
+            server = self._servers.get(address)
+            if server is None:
+                continue
+            bound = server.sockets[0].getsockname()
+            for path in paths:
+                self.addresses[path] = (address[0] or "0.0.0.0", int(bound[1]))
 
     def _health(self) -> Response:
         return Response(200, b"OK")
@@ -95,12 +143,11 @@ class OpsServer:
         return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        routes: dict[str, Route],
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: Address,
     ) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
-            response = self._route(head, routes)
+            response = self._route(head, self._endpoints.get(address, {}))
             writer.write(
                 f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}\r\n"
                 f"Content-Type: {response.content_type}\r\n"
@@ -114,14 +161,14 @@ class OpsServer:
         finally:
             writer.close()
 
-    def _route(self, head: bytes, routes: dict[str, Route]) -> Response:
+    def _route(self, head: bytes, paths: dict[str, str]) -> Response:
         if len(head) > MAX_REQUEST:
             return Response(404, b"")
         parts = head.split(b"\r\n", 1)[0].split()
         if len(parts) != 3:
             return Response(404, b"")
         method, target = parts[0], parts[1].decode("latin-1").split("?", 1)[0]
-        route = routes.get(target)
+        route = self._handlers.get(target) if target in paths else None
         if route is None:
             return Response(404, b"404 page not found\n")
         if method not in (b"GET", b"HEAD"):

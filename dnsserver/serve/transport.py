@@ -310,17 +310,34 @@ class DnsListeners:
     def addresses(self) -> list[tuple[str, int]]:
         return list(self._bound.values())
 
-    async def start(self, listen: list[tuple[str, int]]) -> None:
-        for address in listen:
-            if address not in self._open:
-                await self._start_one(address)
+    async def start(self, listen: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Also listen on the addresses of ``listen`` not open yet; all of them or none (one
+        that cannot be bound closes those this call opened). Returns the ones opened."""
+        opened: list[tuple[str, int]] = []
+        try:
+            for address in listen:
+                if address not in self._open:
+                    await self._start_one(address)
+                    opened.append(address)
+        except BaseException:
+            for address in opened:
+                await self._stop_one(address)
+            raise
+        return opened
 
-    async def update(self, listen: list[tuple[str, int]], limits: Limits) -> None:
-        """Listen on exactly ``listen``: open the new addresses first, then close the old."""
-        self.connections.limits = limits
-        await self.start(listen)
+    def bound(self, listen: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Where the open addresses among ``listen`` are bound (port 0 made a port)."""
+        return [self._bound[address] for address in listen if address in self._bound]
+
+    async def close_others(self, listen: list[tuple[str, int]]) -> None:
+        """Stop listening on the open addresses that are not in ``listen``."""
         for address in [a for a in self._open if a not in listen]:
             await self._stop_one(address)
+
+    async def close(self, addresses: list[tuple[str, int]]) -> None:
+        for address in addresses:
+            if address in self._open:
+                await self._stop_one(address)
 
     async def _start_one(self, address: tuple[str, int]) -> None:
         """Bind TCP first, so that port 0 picks one port that UDP then shares."""

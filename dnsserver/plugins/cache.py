@@ -505,7 +505,6 @@ class Cache:
         remaining = entry.ttl - int(age)
         stale = remaining <= 0
         prefetch = False
-        popularity = (entry.hits, now)
         if stale:
             if entry.servfail or age >= entry.ttl + self.serve_stale:
                 del entries[key]
@@ -515,8 +514,10 @@ class Cache:
             remaining = self.stale_ttl
             if not self.verify_stale:  # verify: counted when it is served after all
                 self.served_stale += 1
-        elif self.prefetch > 0:
-            prefetch = self._popular(entry, now, remaining)
+        else:
+            if self.prefetch > 0:
+                prefetch = self._popular(entry, now, remaining)
+            popularity = (entry.hits, now)
         self.hits[kind] += 1
         del entries[key]  # least recently used goes first: move this one to the end
         entries[key] = entry

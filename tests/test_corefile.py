@@ -412,6 +412,11 @@ BAD: list[tuple[str, str, type[CorefileError], int, str]] = [
      "kubernetes: unknown option 'podz'"),
     ("unknown forward option", with_kube("forward . 1.1.1.1 {", "max_concurent 10", "}"),
      UnknownOption, 4, "forward: unknown option 'max_concurent'"),
+    ("autopath outside the cluster zone", with_kube("autopath example.org @kubernetes"),
+     Unsupported, 3, "autopath: zone 'example.org' does not hold the kubernetes zone; only "
+     "such zones are supported"),
+    ("loadbalance prefer", with_kube("loadbalance {", "prefer 10.0.0.0/8", "}"), Unsupported, 4,
+     "loadbalance: option 'prefer' is not supported"),
     ("endpoint_pod_names", kube("endpoint_pod_names"), Unsupported, 3,
      "kubernetes: option 'endpoint_pod_names' is not supported"),
     ("client rate limits", kube("apiserver_qps 50"), Unsupported, 3,

@@ -397,6 +397,7 @@ class _Draft:
     fallthrough_zones: tuple[str, ...] = ()
     startup_timeout: float = 5.0
     autopath: Token | None = None
+    autopath_zones: list[tuple[str, Token]] = field(default_factory=list)
     forward: ForwardConfig | None = None
     stubs: dict[str, tuple[StubDomain, Token]] = field(default_factory=dict)
     health: HealthConfig | None = None
@@ -545,6 +546,11 @@ class _Builder:
             if block.binds and sorted(block.binds) != sorted(main.binds):
                 raise Conflict.at(block.first, "bind: every server block must listen where the "
                                   "kubernetes block does")
+        for zone, token in self.draft.autopath_zones:
+            if not any(name_in_zone(cluster, zone) for cluster in self.draft.zones):
+                # The search path it walks is the cluster's; another zone would never match.
+                raise Unsupported.at(token, f"autopath: zone {zone!r} does not hold the "
+                                     "kubernetes zone; only such zones are supported")
         if self.draft.autopath is not None and self.draft.pods is not PodsMode.VERIFIED:
             self.warn(self.draft.autopath, "autopath needs 'pods verified' in kubernetes to know "
                       "a client's namespace; without it no search path is expanded")
@@ -730,7 +736,8 @@ class _Builder:
         """``autopath [ZONES...] @kubernetes``: the search path from the client pod."""
         args = arity(directive, "autopath", 1, None)
         source = args[-1]
-        self.zone_list(args[:-1], "autopath")
+        self.draft.autopath_zones = [(zone, token) for token in args[:-1]
+                                     for zone in self.zones(token, token.text, "autopath")]
         if source.text != "@kubernetes":
             kind = "plugin" if source.text.startswith("@") else "resolv.conf"
             raise Unsupported.at(source, f"autopath: only '@kubernetes' is supported, not the "
@@ -841,7 +848,7 @@ class _Builder:
         arity(directive, "loadbalance", 0, 1)
         if args and args[0].text != "round_robin":
             raise BadValue.at(args[0], f"loadbalance: {args[0].text!r} is not round_robin")
-        self.options(directive, "loadbalance", {})
+        self.options(directive, "loadbalance", {}, unsupported=("prefer",))
         self.draft.loadbalance = True
 
     def chained(self, directive: Directive, block: _Block) -> None:

@@ -3,13 +3,15 @@
 ``hadolint`` lints the Dockerfile; a small parser holds it to what kubeadm's securityContext
 and a read-only root filesystem need. Then the Dockerfile's two install steps run here as
 they run in the image: ``pip wheel`` of the project and its dependencies (the builder stage),
-``pip install --no-index`` of only those wheels into a fresh environment (the runtime stage),
-and the entrypoint ``dnsserver serve`` answers DNS for a Service of the Kubernetes API double
-with ``PYTHONDONTWRITEBYTECODE=1`` while an audit hook refuses every file write, as the
-read-only root filesystem would (``chmod a-w`` alone does not stop root, and CI runs as root).
+``pip install --no-index --no-compile`` of only those wheels into a fresh environment and the
+trimming script (the runtime stage), and the entrypoint ``dnsserver serve`` answers DNS for a
+Service of the Kubernetes API double with ``PYTHONDONTWRITEBYTECODE=1`` while an audit hook
+refuses every file write, as the read-only root filesystem would (``chmod a-w`` alone does not
+stop root, and CI runs as root).
 
-What cannot run here: ``docker build`` itself, the file capability (setcap needs the image's
-interpreter), and binding :53 as uid 65532.
+This needs no container runtime. ``test_image.py`` builds the image itself with podman and
+runs it as a kubelet would (the file capability, :53-style binding as uid 65532, the service
+account, SIGTERM).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from kubeapi import KubeAPIServer
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+TRIM_SCRIPT = ROOT / ".ci" / "image" / "trim_site_packages.py"
 UID_GID = "65532:65532"
 
 
@@ -115,8 +118,10 @@ def test_both_stages_share_one_pinned_slim_base(
 ) -> None:
     global_args, stages = dockerfile
     assert list(stages) == ["base", "builder", "runtime"]
-    assert stages["base"].base == "python:${PYTHON_VERSION}-slim-bookworm"
-    assert re.fullmatch(r"3\.\d+", global_args["PYTHON_VERSION"])
+    # Not PYTHON_VERSION: the python image's ENV of that name would win over the ARG.
+    assert stages["base"].base == "python:${PYTHON_MINOR}-slim-bookworm"
+    assert re.fullmatch(r"3\.\d+", global_args["PYTHON_MINOR"])
+    assert "PYTHON_VERSION" not in global_args
     assert stages["builder"].base == stages["runtime"].base == "base"
     assert not stages["base"].instructions  # nothing to drift between the two stages
 
@@ -140,11 +145,20 @@ def test_runtime_installs_only_the_builders_wheels(
 ) -> None:
     builder, runtime = dockerfile[1]["builder"], dockerfile[1]["runtime"]
     (wheel,) = [run for run in builder.all("RUN") if "pip wheel" in run]
-    assert "--no-cache-dir" in wheel and "--wheel-dir /wheels" in wheel
+    # pip's cache is a cache mount (never in a layer), or there is none.
+    assert "--mount=type=cache,target=/root/.cache/pip" in wheel or "--no-cache-dir" in wheel
+    assert "--wheel-dir /wheels" in wheel
     (install,) = [run for run in runtime.all("RUN") if "pip install" in run]
     assert "--mount=type=bind,from=builder,source=/wheels,target=/wheels" in install
-    for flag in ("--no-index", "--no-cache-dir", "--find-links=/wheels"):
+    assert "--mount=type=bind,from=builder,source=/tools,target=/tools" in install
+    for flag in ("--no-index", "--no-cache-dir", "--find-links=/wheels", "--no-compile"):
         assert flag in install
+    assert "python3 /tools/trim_site_packages.py" in install
+    # buildah keys a RUN --mount=from=<stage> step on nothing the stage holds: the list of
+    # what is mounted is copied just before it, so a change to the wheels invalidates it.
+    assert "--from=builder /wheels/SHA256SUMS /usr/local/share/cluster-dns-py/SHA256SUMS" in \
+        runtime.all("COPY")
+    assert "sha256sum /wheels/*.whl /tools/* >/wheels/SHA256SUMS" in wheel
     runs = " ".join(runtime.all("RUN"))
     assert "apt-get" not in runs  # no compilers, no package manager state in the image
     assert not runtime.all("ADD")
@@ -156,13 +170,13 @@ def test_the_capability_goes_on_the_interpreter_binary_the_runtime_gets(
     """setcap on python3.X itself (python and python3 are symlinks to it: a capability on a
     symlink does not exist), and the runtime copies exactly that file from the builder."""
     builder, runtime = dockerfile[1]["builder"], dockerfile[1]["runtime"]
-    interpreter = "/usr/local/bin/python${PYTHON_VERSION}"
+    interpreter = "/usr/local/bin/python${PYTHON_MINOR}"
     (setcap,) = [run for run in builder.all("RUN") if "setcap" in run]
     assert f'setcap cap_net_bind_service=+ep "{interpreter}"' in setcap
     assert f"--from=builder {interpreter} {interpreter}" in runtime.all("COPY")
     assert any("security.capability" in run for run in runtime.all("RUN"))
     # The runtime stage needs the ARG to expand the same path.
-    assert "PYTHON_VERSION" in runtime.all("ARG") and "PYTHON_VERSION" in builder.all("ARG")
+    assert "PYTHON_MINOR" in runtime.all("ARG") and "PYTHON_MINOR" in builder.all("ARG")
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
@@ -191,7 +205,8 @@ def test_the_build_context_holds_what_the_builder_copies_and_nothing_else(
     sources = []
     for copy in dockerfile[1]["builder"].all("COPY"):
         sources.extend(copy.split()[:-1])
-    assert sources == ["pyproject.toml", "README.md", "zones", "dnsserver"]
+    assert sources == ["pyproject.toml", "README.md", "zones", "dnsserver",
+                       TRIM_SCRIPT.relative_to(ROOT).as_posix()]
     # Every package the wheel is built from, and the readme its metadata reads, is copied.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     included = project["tool"]["setuptools"]["packages"]["find"]["include"]
@@ -202,7 +217,7 @@ def test_the_build_context_holds_what_the_builder_copies_and_nothing_else(
         for path in [ROOT / source, *sorted((ROOT / source).rglob("*.py"))]:
             relative = path.relative_to(ROOT).as_posix()
             assert not dockerignored(relative, patterns), relative
-    for kept_out in ("tests/test_deploy.py", ".venv/bin/python", ".git/HEAD", "bench/x.py",
+    for kept_out in ("tests/test_deploy.py", ".venv/bin/python", ".git/HEAD", "bench/x.py", ".ci/run",
                      "dnsserver/__pycache__/cli.cpython-311.pyc", "build/lib/zones/zone.py"):
         assert dockerignored(kept_out, patterns), kept_out
 
@@ -334,17 +349,22 @@ def test_wheels_install_offline_and_the_entrypoint_serves_on_a_read_only_root(
           str(wheels), str(source)], _pip_env(isolated=False, tmp=scratch), timeout=180)
     (project_wheel,) = wheels.glob("k8s_cluster_dns-*.whl")  # the Dockerfile's glob
 
-    # The runtime stage: a clean interpreter environment, only our wheels, nothing fetched.
+    # The runtime stage: a clean interpreter environment, only our wheels, nothing fetched; then
+    # the trimming script, which also compiles what is left.
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], _pip_env(isolated=True, tmp=scratch),
          timeout=120)
     install_env = _pip_env(isolated=True, tmp=scratch)
     install_env["PYTHONDONTWRITEBYTECODE"] = "1"  # the image's ENV is set before its install
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-cache-dir",
-          "--no-index", f"--find-links={wheels}", str(project_wheel)], install_env, timeout=120)
+          "--no-index", "--no-compile", f"--find-links={wheels}", str(project_wheel)],
+         install_env, timeout=120)
+    _run([str(venv / "bin" / "python"), str(TRIM_SCRIPT)], install_env, timeout=120)
     site = _site_packages(venv)
-    # pip compiles at install time whatever the ENV says, so starts need not compile again.
+    # Compiled at install time whatever the ENV says, so starts need not compile again.
     assert list((site / "dnsserver" / "__pycache__").glob("cli.*.pyc"))
+    assert list((site / "kubernetes" / "client" / "__pycache__").glob("api_client.*.pyc"))
+    assert not (site / "kubernetes" / "aio").exists()  # the asyncio client is never loaded
     (site / "_read_only_guard.py").write_text(READ_ONLY_GUARD)
     (site / "_read_only_guard.pth").write_text("import _read_only_guard\n")
 

@@ -305,7 +305,7 @@ def test_more_connections_than_the_limit_closes_the_longest_idle(
                 newer.append(sock)
                 sock.sendall(framed(query_wire(ident=100 + index)))
                 assert read_reply(sock).id == 100 + index
-            assert wait_until(lambda: all(is_closed_now(sock) for sock in first[1:11]), 5.0)
+            assert wait_until(lambda: all(is_closed_now(sock) for sock in first[1:11]), 60.0)  # a condition; room for a loaded machine
             closed = [index for index, sock in enumerate(first) if is_closed_now(sock)]
             assert closed == list(range(1, 11)), "not the 10 longest idle were closed"
             first[0].sendall(framed(query_wire(ident=2)))
@@ -323,7 +323,7 @@ def test_1000_idle_connections_at_the_default_limit(defaults: RunningServer) -> 
     with sockets() as opened:
         for _ in range(1000):
             opened.append(connect(server))
-        assert wait_until(lambda: open_fds(server) >= baseline + 1000, 10.0), open_fds(server)
+        assert wait_until(lambda: open_fds(server) >= baseline + 1000, 60.0), open_fds(server)
         reply = server.query(PROBE_NAME, "A")  # UDP meanwhile
         assert [rrset.to_text() for rrset in reply.answer] == PROBE_ANSWER
         for index, sock in enumerate(opened):  # every one of them is still served

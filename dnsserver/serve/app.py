@@ -315,8 +315,12 @@ class DnsServer:
     def _make_plugins(self, config: Config) -> list[chain.Plugin]:
         context = chain.BuildContext(
             cluster_zones=config.zones, listen_addresses=lambda: self.addresses,
-            fatal=self.fatal, interception_changed=lambda: self.handler.refresh_guard())
+            fatal=self.fatal, interception_changed=self._interception_changed)
         return [options.build(context) for options in config.chain]
+
+    def _interception_changed(self) -> None:
+        # Plugins are built before the handler exists: look it up when a plugin calls.
+        self.handler.refresh_guard()
 
     def fatal(self, message: str) -> None:
         """Stop at once, skipping the lame duck, and exit with status 1 (CoreDNS's

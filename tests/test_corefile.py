@@ -37,6 +37,7 @@ from dnsserver.config.settings import (
     parse_duration,
     split_host_port,
 )
+from dnsserver.plugins.errors import Consolidate, ErrorsOptions
 from dnsserver.plugins.loop import LoopOptions
 from zones.model import PodsMode
 
@@ -91,7 +92,7 @@ KUBEADM = Config(
     health=HealthConfig(address=":8080", lameduck=5.0),
     ready_address=":8181",
     prometheus_address=":9153",
-    errors=True,
+    errors=ErrorsOptions(),
     chain=(LoopOptions("."),),
     reload=ReloadConfig(interval=30.0, jitter=15.0),
     loadbalance=True,
@@ -178,7 +179,7 @@ def test_imports_of_a_snippet_a_file_glob_in_order() -> None:
     config = corefile.load(DATA / "imports" / "Corefile")
     assert (config.errors, config.chain, config.health, config.ready_address,
             config.prometheus_address) == (
-        True, (LoopOptions("."),), HealthConfig(), ":8181", ":9153")
+        ErrorsOptions(), (LoopOptions("."),), HealthConfig(), ":8181", ":9153")
 
 
 # -- every plugin option -------------------------------------------------------------------
@@ -325,8 +326,12 @@ OPTIONS: list[tuple[str, str, Getter, object]] = [
      lambda c: None if c.log is None else c.log.classes, ("all",)),
     ("log in a stub block only", with_kube() + block("log", "forward . 1.1.1.1", key="x.example"),
      lambda c: c.log, LogConfig(zones=("x.example",))),
-    ("errors", with_kube("errors"), lambda c: c.errors, True),
-    ("no errors", kube(), lambda c: (c.errors, c.chain, c.loadbalance), (False, (), False)),
+    ("errors", with_kube("errors"), lambda c: c.errors, ErrorsOptions()),
+    ("errors consolidate", with_kube("errors stdout {", "consolidate 5m \".* i/o timeout$\" warning",
+                                     "consolidate 30s ^Failed", "stacktrace", "}"),
+     lambda c: c.errors, ErrorsOptions((Consolidate(300.0, ".* i/o timeout$", "warning"),
+                                        Consolidate(30.0, "^Failed")), stacktrace=True)),
+    ("no errors", kube(), lambda c: (c.errors, c.chain, c.loadbalance), (None, (), False)),
     ("loop", with_kube("loop"), lambda c: c.chain, (LoopOptions("."),)),
     ("loop probes each block's first zone", with_kube("loop") + block(
         "loop", "forward . 1.1.1.1", key="x.example y.example"),
@@ -340,16 +345,16 @@ OPTIONS: list[tuple[str, str, Getter, object]] = [
      lambda c: c.loadbalance, True),
     # lexical details
     ("import on the line of a brace", "(s) {\n  errors\n}\n.:53 { import s\n"
-     "  kubernetes cluster.local\n}\n", lambda c: c.errors, True),
+     "  kubernetes cluster.local\n}\n", lambda c: c.errors, ErrorsOptions()),
     ("forward of a cluster zone from the kubernetes block",
      with_kube("forward cluster.local 10.0.0.9"),
      lambda c: tuple(s.zone for s in c.stub_domains), ("cluster.local",)),
     ("comments", with_kube("errors # the errors plugin", "# loop", "log#no space needed"),
-     lambda c: (c.errors, c.chain, c.log), (True, (), LogConfig())),
+     lambda c: (c.errors, c.chain, c.log), (ErrorsOptions(), (), LogConfig())),
     ("quotes and escaped quotes", with_kube('log . "{name} \\"{type}\\" {rcode}"'),
      lambda c: None if c.log is None else c.log.format, '{name} "{type}" {rcode}'),
     ("a braceless single block", ".:53\nkubernetes cluster.local\nerrors\n",
-     lambda c: c.errors, True),
+     lambda c: c.errors, ErrorsOptions()),
 ]
 
 
@@ -598,8 +603,6 @@ WARNINGS: list[tuple[str, str, list[str]]] = [
     ("forward . twice", with_kube("forward . 1.1.1.1", "forward . 1.1.1.2"),
      ["Corefile:4: forward .: never used: an earlier forward line (.) takes all its names "
       "first; CoreDNS tries forward lines in order, so put sub-zones first"]),
-    ("consolidate", with_kube("errors {", "consolidate 5m ^.*timeout$", "}"),
-     ["Corefile:4: errors: consolidate is not implemented; every error is logged"]),
     ("reload jitter over half", with_kube("reload 10s"),
      ["Corefile:3: reload: jitter 15s is over half the interval; using 5s"]),
     ("autopath without pods verified", block("autopath @kubernetes", "kubernetes cluster.local"),

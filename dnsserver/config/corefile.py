@@ -77,10 +77,11 @@ from dnsserver.config.settings import (
     split_host_port,
 )
 from dnsserver.plugins import cache as cache_plugin
+from dnsserver.plugins import errors, hosts, loop, rewrite, template
 from dnsserver.plugins import forward as forward_plugin
-from dnsserver.plugins import hosts, loop, rewrite, template
 from dnsserver.plugins.cache import CacheConfig
 from dnsserver.plugins.chain import PluginOptions
+from dnsserver.plugins.errors import ErrorsOptions
 from dnsserver.plugins.forward import ForwardConfig
 from zones.model import PodsMode
 
@@ -405,7 +406,7 @@ class _Draft:
     prometheus_address: str | None = None
     reload: ReloadConfig | None = None
     log: LogConfig | None = None
-    errors: bool = False
+    errors: ErrorsOptions | None = None
     loadbalance: bool = False
     chain: list[PluginOptions] = field(default_factory=list)
     set_at: dict[str, Token] = field(default_factory=dict)  # process-wide plugin → its line
@@ -812,16 +813,9 @@ class _Builder:
         self.process_wide("prometheus_address", address, directive.name)
 
     def errors(self, directive: Directive, block: _Block) -> None:
-        """``errors { consolidate DURATION REGEXP [LEVEL] }``: consolidate is accepted only."""
-        arity(directive, "errors", 0, 0)
-
-        def consolidate(option: Directive) -> None:
-            values = arity(option, "errors consolidate", 2, 3)
-            duration(values[0], "errors consolidate")
-            self.warn(option.name, "errors: consolidate is not implemented; every error is logged")
-
-        self.options(directive, "errors", {"consolidate": consolidate}, ignored=("stacktrace",))
-        self.draft.errors = True
+        """``errors`` (:func:`dnsserver.plugins.errors.parse`); one per process, like log."""
+        context = ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
+        self.process_wide("errors", errors.parse(directive, context), directive.name)
 
     def reload(self, directive: Directive, block: _Block) -> None:
         """``reload [INTERVAL [JITTER]]``: 30s and 15s; at least 2s and 1s; jitter ≤ half."""

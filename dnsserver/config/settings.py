@@ -27,6 +27,7 @@ from zones.model import PodsMode
 if TYPE_CHECKING:  # "X as X": re-exported, see __getattr__ below
     from dnsserver.plugins.cache import CacheConfig as CacheConfig  # noqa: PLC0414
     from dnsserver.plugins.cache import CacheLimits as CacheLimits  # noqa: PLC0414
+    from dnsserver.plugins.errors import ErrorsOptions
     from dnsserver.plugins.forward import ForwardConfig as ForwardConfig  # noqa: PLC0414
     from dnsserver.plugins.forward import ForwardPolicy as ForwardPolicy  # noqa: PLC0414
 
@@ -156,7 +157,7 @@ class Config:
     ready_address: str | None = None  # ``ready``: ":8181"
     prometheus_address: str | None = None  # ``prometheus``: "localhost:9153" unless given
     log: LogConfig | None = None
-    errors: bool = False
+    errors: ErrorsOptions | None = None  # the errors plugin: log forwarding's failures
     reload: ReloadConfig | None = None
     loadbalance: bool = False
     chain: tuple[PluginOptions, ...] = ()  # rewrite, template, hosts … in the Corefile's order

@@ -53,6 +53,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dnslib
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from dnsserver.config import resolvconf
@@ -81,6 +82,7 @@ from dnsserver.config.settings import (
 )
 from dnsserver.plugins.cache import Cache, CacheConfig, Hit, key_for
 from dnsserver.plugins.chain import in_zone
+from dnsserver.plugins.errors import ErrorLog
 from dnsserver.plugins.upstream import (
     MAX_UPSTREAMS,
     Exchange,
@@ -92,6 +94,7 @@ from dnsserver.plugins.upstream import (
     zone_to_wire,
 )
 from dnsserver.serve import wire
+from zones import names
 from zones.records import NOERROR, NXDOMAIN, SERVFAIL
 
 if TYPE_CHECKING:
@@ -374,6 +377,14 @@ class Forwarding:
         self._fallthrough = [zone_to_wire(zone) for zone in fallthrough]
         self._refreshing: set[tuple[int, bytes]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.errors: ErrorLog | None = None  # the errors plugin, when the Corefile has it
+
+    def _report(self, data: bytes, key: bytes, exchange: Exchange) -> None:
+        assert self.errors is not None
+        at = 12 + len(key)
+        qtype = int.from_bytes(data[at : at + 2], "big")
+        self.errors.report(exchange.reply[3] & 0x0F, names.from_wire(key) + ".",
+                           dnslib.QTYPE.get(qtype), exchange.error)
 
     def serves(self, key: bytes) -> bool:
         """Whether a forward line takes ``key`` (lower-case wire name)."""
@@ -418,12 +429,14 @@ class Forwarding:
                     and response_rcode(exchange.reply) in line.next_rcodes):
                 continue
             return exchange
-        return Exchange(_servfail(data), None)  # CoreDNS: no next plugin
+        return Exchange(_servfail(data), None, "no next plugin found")  # as CoreDNS
 
     async def _forward(self, route: Route, data: bytes, key: bytes, tcp: bool,
                        cached: tuple[Cache, bytes] | None, limit: int) -> bytes:
         exchange = await self._walk(route, data, key, tcp)
         reply = exchange.reply
+        if exchange.error and self.errors is not None:
+            self._report(data, key, exchange)
         if exchange.upstream is not None and cached is not None:
             cache, cache_key = cached
             reply = cache.put(cache_key, reply, ad=bool(data[3] & 0x20))
@@ -433,6 +446,8 @@ class Forwarding:
                       cache_key: bytes, hit: Hit, limit: int) -> bytes:
         """serve_stale verify: the upstream's NOERROR or NXDOMAIN, else the stale entry."""
         exchange = await self._walk(route, data, key, tcp)
+        if exchange.error and self.errors is not None:
+            self._report(data, key, exchange)
         if exchange.upstream is not None and response_rcode(exchange.reply) in (NOERROR,
                                                                                  NXDOMAIN):
             return fit_udp(cache.put(cache_key, exchange.reply), limit)

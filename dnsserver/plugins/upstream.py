@@ -115,6 +115,7 @@ class Exchange(NamedTuple):
 
     reply: bytes
     upstream: Upstream | None
+    error: str = ""  # why we made the reply ourselves, for the errors plugin
 
 
 class UpstreamState:
@@ -211,13 +212,14 @@ class Forwarder:
             return Exchange(_formerr(query), None)
         if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
             self.rejected += 1
-            return Exchange(wire.error_reply(query, parsed, REFUSED), None)
+            return Exchange(wire.error_reply(query, parsed, REFUSED), None,
+                            f"concurrent queries exceeded maximum {self.max_concurrent}")
         self.in_flight += 1
         try:
             return await self._exchange(query, parsed, tcp)
         except Exception as exc:  # a bug: SERVFAIL, logged once per place
             self._log_bug(exc)
-            return Exchange(wire.error_reply(query, parsed, SERVFAIL), None)
+            return Exchange(wire.error_reply(query, parsed, SERVFAIL), None, f"bug: {exc!r}")
         finally:
             self.in_flight -= 1
 
@@ -230,6 +232,7 @@ class Forwarder:
         over_tcp = self.force_tcp or (tcp and not self.prefer_udp)
         kept: tuple[bytes, Upstream] | None = None  # the last reply with a failover rcode
         failed_tries = 0
+        error = "no healthy proxies" if not candidates else "no upstream tried in time"
         for position, state in enumerate(candidates):
             if loop.time() >= deadline:
                 break
@@ -243,6 +246,7 @@ class Forwarder:
                     asyncio.IncompleteReadError) as exc:
                 self._failed(state, exc)
                 failed_tries += 1
+                error = _failure_text(state.upstream, over_tcp, exc)
                 continue
             rcode = response_rcode(reply) if self.failover_rcodes else reply[3] & 0x0F
             self._succeeded(state, reply[3] & 0x0F)
@@ -254,7 +258,7 @@ class Forwarder:
             return Exchange(_for_client(reply, query, question_end), state.upstream)
         if kept is not None:
             return Exchange(_for_client(kept[0], query, question_end), kept[1])
-        return Exchange(wire.error_reply(query, parsed, SERVFAIL), None)
+        return Exchange(wire.error_reply(query, parsed, SERVFAIL), None, error)
 
     def _candidates(self) -> list[UpstreamState]:
         states = self.states
@@ -774,3 +778,11 @@ __all__ = [
     "longest_suffix", "parse_stub_domain", "parse_upstream", "parse_upstreams", "points_at_us",
     "response_rcode", "zone_to_wire",
 ]
+
+
+def _failure_text(upstream: Upstream, tcp: bool, exc: BaseException) -> str:
+    """What a failed try says in the errors plugin's line (CoreDNS: the Go net error)."""
+    reason = "i/o timeout" if isinstance(exc, TimeoutError) else (
+        exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or
+        type(exc).__name__)
+    return f"{'tcp' if tcp else 'udp'} {upstream}: {reason}"

@@ -24,6 +24,7 @@ from dnsserver.config.settings import Config, ConfigError, split_host_port
 from dnsserver.plugins import chain
 from dnsserver.plugins import forward as forwarding
 from dnsserver.plugins.autopath import AutoPath
+from dnsserver.plugins.errors import ErrorLog
 from dnsserver.plugins.log import QueryLog
 from dnsserver.serve import http
 from dnsserver.serve.handler import Handler
@@ -150,7 +151,7 @@ class DnsServer:
         await self.listeners.start(list(self.config.listen))
         self.metrics.collector.server = f"dns://{_format_address(self.addresses[0])}"
         # Upstreams are checked against the addresses actually bound: one of them is a loop.
-        self.forwarding = forwarding.build(self.config, self.addresses)
+        self.forwarding = _make_forwarding(self.config, self.addresses)
         self.handler.forwarding = self.forwarding
         self._connect_autopath()
         for plugin in self.plugins:
@@ -162,6 +163,8 @@ class DnsServer:
             await asyncio.to_thread(self.kube.stop)
         await self.listeners.stop()
         if self.forwarding is not None:
+            if self.forwarding.errors is not None:
+                self.forwarding.errors.flush()  # consolidated counts still pending
             await self.forwarding.close()
         for plugin in self.plugins:
             await plugin.close()
@@ -275,7 +278,7 @@ class DnsServer:
             built.ops_opened = await self.ops.open(built.endpoints)
         if _forwarding_shape(old) != _forwarding_shape(new):
             built.forwarding_changed = True
-            built.forwarding = forwarding.build(new, self.listeners.bound(list(new.listen)))
+            built.forwarding = _make_forwarding(new, self.listeners.bound(list(new.listen)))
         for plugin in built.plugins or ():
             await plugin.start()
             built.started.append(plugin)
@@ -437,6 +440,14 @@ def _make_ops(config: Config, readiness: Callable[[], str | None], metrics: Metr
     )
 
 
+def _make_forwarding(config: Config,
+                     listen: Sequence[tuple[str, int]]) -> forwarding.Forwarding | None:
+    built = forwarding.build(config, listen)
+    if built is not None and config.errors is not None:
+        built.errors = ErrorLog(config.errors)
+    return built
+
+
 def _served_zones(config: Config) -> tuple[str, ...]:
     """The zones of every server block: the main one's and each stub domain's."""
     return config.server_zones + tuple(stub.zone for stub in config.stub_domains)
@@ -498,7 +509,7 @@ def _zone_shape(config: Config) -> tuple[object, ...]:
 
 def _forwarding_shape(config: Config) -> tuple[object, ...]:
     return (config.forward, config.stub_domains, config.cache, config.fallthrough,
-            config.fallthrough_zones, config.reverse_zones)
+            config.fallthrough_zones, config.reverse_zones, config.errors)
 
 
 def _digest(path: Path) -> bytes | None:

@@ -75,6 +75,7 @@ class DnsServer:
         self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config),
                                plugins=self.plugins)
         self.handler.serve_zones(_served_zones(config))
+        self.handler.loadbalance = config.loadbalance
         self.metrics.add_source(self._autopath_metrics)
         self.metrics.add_source(self._forwarding_metrics)
         self.metrics.add_source(self._reload_metrics)
@@ -223,6 +224,7 @@ class DnsServer:
         self.zone, self.autopath, self.config = built.zone, built.autopath, new
         self.handler.use(built.zone, built.autopath, _query_log(new))
         self.handler.serve_zones(_served_zones(new))
+        self.handler.loadbalance = new.loadbalance
         self.listeners.connections.limits = _limits(new)
         if built.plugins is not None:
             self.plugins = built.plugins

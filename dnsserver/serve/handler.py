@@ -64,6 +64,7 @@ class Handler:
         self._index = zone.index  # the same dict for the zone's whole life
         self._logged_bugs: set[tuple[str, str, int]] = set()
         self._turn = 0  # loadbalance: which rotation the next reply takes
+        self.loadbalance = False  # rotate forwarded replies' addresses too
         self.plugins: list[chain.Plugin] = []
         self._chain: chain.Next = self._cluster
         self._guard: chain.FastPathGuard | None = None
@@ -144,7 +145,15 @@ class Handler:
                          client: str) -> bytes | None:
         reply = await pending
         self._count(tcp, client, qtype, reply[3] & 0x0F if len(reply) > 3 else -1, "forward")
-        return reply
+        return self._balanced(reply)
+
+    def _balanced(self, reply: bytes) -> bytes:
+        """A forwarded or cached reply, its addresses rotated under ``loadbalance`` (CoreDNS
+        shuffles every NOERROR reply it writes, not only its own zone's)."""
+        if not self.loadbalance:
+            return reply
+        self._turn += 1
+        return wire.rotate_addresses(reply, self._turn)
 
     async def _chase(self, data: bytes, query: wire.Query, answer: Answer, tcp: bool,
                      client: str) -> bytes | None:
@@ -306,7 +315,7 @@ class Handler:
             forwarded = self.forwarding.answer(data, key, query.qtype, query.edns, tcp)
             if isinstance(forwarded, bytes):  # from the cache
                 self._count(tcp, client, query.qtype, forwarded[3] & 0x0F, "cache")
-                return forwarded
+                return self._balanced(forwarded)
             if forwarded is not None:
                 return self._forwarded(forwarded, query.qtype, tcp, client)
         if answer is None:  # outside every served zone

@@ -238,3 +238,39 @@ OPT_RECORDS = (opt_record(OUR_UDP_SIZE, 0), opt_record(OUR_UDP_SIZE, 1))
 
 
 __all__ = ["FORMERR", "NOTIMP", "Cursor", "Edns", "FormError", "Query", "parse_query"]
+
+
+def rotate_addresses(reply: bytes, turn: int) -> bytes:
+    """``reply`` with the addresses of each A or AAAA RRset in its answer section rotated by
+    ``turn`` (CoreDNS ``loadbalance`` on a forwarded or cached reply). Only the RDATA moves,
+    among records of one owner, type and length, so every name and compression pointer stays
+    where it was, and a CNAME chain stays first. A reply that cannot be read is returned as
+    it is; so is any reply but NOERROR."""
+    if len(reply) < HEADER_LENGTH or reply[3] & 0x0F or reply[6:8] in (b"\x00\x00", b"\x00\x01"):
+        return reply
+    try:
+        cursor = Cursor(reply, HEADER_LENGTH)
+        for _ in range(_U16.unpack_from(reply, 4)[0]):
+            cursor.name(allow_pointers=True)
+            cursor.take(4)
+        groups: dict[bytes, list[int]] = {}  # owner + type + length -> RDATA offsets
+        for _ in range(_U16.unpack_from(reply, 6)[0]):
+            owner = cursor.name(allow_pointers=True)
+            head = cursor.take(10)
+            length = _U16.unpack_from(head, 8)[0]
+            rtype = _U16.unpack_from(head, 0)[0]
+            if rtype in (1, 28):
+                groups.setdefault(owner + head[:2] + head[8:], []).append(cursor.offset)
+            cursor.take(length)
+    except (FormError, struct.error):
+        return reply
+    rotated = bytearray(reply)
+    for key, offsets in groups.items():
+        if len(offsets) < 2:
+            continue
+        size = _U16.unpack_from(key, len(key) - 2)[0]
+        values = [reply[at : at + size] for at in offsets]
+        shift = turn % len(values)
+        for at, value in zip(offsets, values[shift:] + values[:shift], strict=True):
+            rotated[at : at + size] = value
+    return bytes(rotated)

@@ -152,7 +152,7 @@ def test_older_kubeadm_corefile_caches_the_cluster_zone() -> None:
     (DEPLOY_SH_STUB, replace(DEPLOYMENT, stub_domains=(StubDomain(
         "acme.local", ForwardConfig(to=("1.2.3.4:53",)),
         CacheConfig(zones=("acme.local",), success=CacheLimits(10000, 30),
-                    denial=CacheLimits(10000, 30))),),
+                    denial=CacheLimits(10000, 30)), own_block=True),),
         chain=(LoopOptions("."), LoopOptions("acme.local")))),  # the stub block loops too
 ], ids=["plain", "with a deploy.sh stub domain"])
 def test_coredns_deployment_corefile(stubdomains: str, expected: Config) -> None:
@@ -169,8 +169,8 @@ def test_stub_domains_and_upstream_as_extra_server_blocks() -> None:
         startup_timeout=5.0,
         server_zones=("cluster.local",),
         stub_domains=(
-            StubDomain("example.local", ForwardConfig(to=("10.100.0.10:53",))),
-            StubDomain(".", ForwardConfig(to=("8.8.8.8:53",))),
+            StubDomain("example.local", ForwardConfig(to=("10.100.0.10:53",)), own_block=True),
+            StubDomain(".", ForwardConfig(to=("8.8.8.8:53",)), own_block=True),
         ),
     )
 

@@ -132,3 +132,28 @@ def test_startup_timeout_then_listens_unsynced(tmp_path: Path) -> None:
             assert answer_of(proc.port, "early.default.svc.cluster.local")[0] == "SERVFAIL"
         finally:
             proc.stop()
+
+
+def test_a_stub_blocks_names_skip_the_main_blocks_plugins(tmp_path: Path) -> None:
+    """CoreDNS hands a name to the server block with the longest zone that holds it: names
+    under ``corp.example:53 { forward … }`` never meet the main block's hosts or template,
+    and names of the main block still do."""
+    with FakeUpstream(["db.corp.example. 60 IN A 192.0.2.7"], soa=UPSTREAM_SOA) as upstream:
+        corefile = tmp_path / "Corefile"
+        corefile.write_text(
+            ".:53 {\n  kubernetes cluster.local\n"
+            "  hosts {\n    10.1.1.1 db.corp.example\n    10.1.1.2 www.other.example\n"
+            "    fallthrough\n  }\n"
+            "  template IN AAAA . {\n    rcode NXDOMAIN\n  }\n}\n"
+            f"corp.example:53 {{\n  forward . {upstream.address}\n}}\n")
+        proc = ServerProcess(["--corefile", str(corefile), "--manifests", str(EXAMPLE)])
+        try:
+            assert answer_of(proc.port, "db.corp.example") == ("NOERROR", {"A 192.0.2.7"})
+            assert answer_of(proc.port, "db.corp.example", "AAAA") == ("NOERROR", set())
+            assert answer_of(proc.port, "www.other.example") == ("NOERROR", {"A 10.1.1.2"})
+            # template comes before hosts in CoreDNS's order
+            assert answer_of(proc.port, "www.other.example", "AAAA")[0] == "NXDOMAIN"
+            assert answer_of(proc.port, "kubernetes.default.svc.cluster.local", "AAAA")[0] == (
+                "NXDOMAIN")  # the main block's template
+        finally:
+            proc.stop()

@@ -542,7 +542,7 @@ class _Builder:
                                          "blocks are served"))
             for zones, forward, token in block.forwards:
                 for zone in block.zones if zones == (ROOT_ZONE,) else zones:
-                    self.stub(zone, forward, block.cache, token)
+                    self.stub(zone, forward, block.cache, token, own_block=True)
                     self.outside_cluster(zone, token)
             if block.binds and sorted(block.binds) != sorted(main.binds):
                 raise Conflict.at(block.first, "bind: every server block must listen where the "
@@ -565,12 +565,12 @@ class _Builder:
                                      "from the kubernetes block instead")
 
     def stub(self, zone: str, forward: ForwardConfig, cache: CacheConfig | None,
-             token: Token) -> None:
+             token: Token, *, own_block: bool = False) -> None:
         if zone in self.draft.stubs:
             first = self.draft.stubs[zone][1]
             raise Conflict.at(token, f"forward: zone {zone!r} is forwarded twice "
                               f"(first at {first.file}:{first.line})")
-        self.draft.stubs[zone] = (StubDomain(zone, forward, cache), token)
+        self.draft.stubs[zone] = (StubDomain(zone, forward, cache, own_block), token)
 
     def config(self, main: _Block) -> Config:
         draft = self.draft

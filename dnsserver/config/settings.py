@@ -102,6 +102,7 @@ class StubDomain:
     zone: str
     forward: ForwardConfig
     cache: CacheConfig | None = None
+    own_block: bool = False  # a server block of its own: the main block's plugins never see it
 
 
 @dataclass(frozen=True, slots=True)

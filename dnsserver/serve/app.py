@@ -74,7 +74,7 @@ class DnsServer:
         self.plugins = self._make_plugins(config)
         self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config),
                                plugins=self.plugins)
-        self.handler.serve_zones(_served_zones(config))
+        self.handler.serve_zones(_served_zones(config), _other_blocks(config))
         self.handler.loadbalance = config.loadbalance
         self.metrics.add_source(self._autopath_metrics)
         self.metrics.add_source(self._forwarding_metrics)
@@ -223,7 +223,7 @@ class DnsServer:
             self.kube.retarget(built.zone)  # events from now on change the new zone
         self.zone, self.autopath, self.config = built.zone, built.autopath, new
         self.handler.use(built.zone, built.autopath, _query_log(new))
-        self.handler.serve_zones(_served_zones(new))
+        self.handler.serve_zones(_served_zones(new), _other_blocks(new))
         self.handler.loadbalance = new.loadbalance
         self.listeners.connections.limits = _limits(new)
         if built.plugins is not None:
@@ -448,6 +448,10 @@ def _make_forwarding(config: Config,
     if built is not None and config.errors is not None:
         built.errors = ErrorLog(config.errors)
     return built
+
+
+def _other_blocks(config: Config) -> tuple[str, ...]:
+    return tuple(stub.zone for stub in config.stub_domains if stub.own_block)
 
 
 def _served_zones(config: Config) -> tuple[str, ...]:

@@ -70,6 +70,7 @@ class Handler:
         self._guard: chain.FastPathGuard | None = None
         self.use_plugins(plugins)
         self._served: tuple[bytes, ...] = ()  # () : the root is served, every name is ours
+        self._other_blocks: tuple[tuple[bytes, bool], ...] = ()  # (zone, a stub block's)
 
     def handle(
         self, data: bytes, tcp: bool = False, client: str = "", port: int = 0
@@ -104,10 +105,16 @@ class Handler:
         self.zone, self._index = zone, zone.index
         self.autopath, self.query_log = autopath, query_log
 
-    def serve_zones(self, zones: Sequence[str]) -> None:
+    def serve_zones(self, zones: Sequence[str], other_blocks: Sequence[str] = ()) -> None:
         """Only names in ``zones`` (the server blocks' zones) are served; any other name is
-        REFUSED, as CoreDNS refuses a query no server block holds."""
+        REFUSED, as CoreDNS refuses a query no server block holds. Names in ``other_blocks``
+        (stub-domain server blocks) skip the main block's plugins: CoreDNS hands them to
+        their own block, whose only plugins here are forward and cache."""
         self._served = () if "." in zones else tuple(names.to_wire(zone) for zone in zones)
+        # Every block's zones, longest first: the first that holds a name is its block.
+        blocks = [(names.to_wire(zone), zone in other_blocks) for zone in zones]
+        blocks.sort(key=lambda block: len(block[0]), reverse=True)
+        self._other_blocks = tuple(blocks) if other_blocks else ()
 
     def use_plugins(self, plugins: Sequence[chain.Plugin]) -> None:
         """Walk ``plugins`` (in CoreDNS's order) before the cluster zone from the next query
@@ -297,8 +304,16 @@ class Handler:
         ):
             self._count(tcp, client, query.qtype, REFUSED, "")
             return wire.error_reply(data, query, REFUSED)
-        return self._chain(chain.Request(data, query, key, tcp, client,
-                                         self._counter(tcp, client)))
+        request = chain.Request(data, query, key, tcp, client, self._counter(tcp, client))
+        if self._other_blocks and self._in_other_block(key):
+            return self._cluster(request)  # a stub block's name: forward (and cache) only
+        return self._chain(request)
+
+    def _in_other_block(self, key: bytes) -> bool:
+        for zone, other in self._other_blocks:
+            if chain.in_zone(key, zone):
+                return other
+        return False
 
     def _counter(self, tcp: bool, client: str) -> chain.Counter:
         def count(qtype: int, rcode: int, plugin: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from dnsserver.client import resolve_cli
 from dnsserver.cluster import manifests
 from dnsserver.cluster import watch as kube
-from dnsserver.config import corefile, resolvconf
+from dnsserver.config import corefile, kubedns, resolvconf
 from dnsserver.config.settings import (
     CacheConfig,
     CacheLimits,
@@ -67,6 +67,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--context", help="kubeconfig context (default: the current one)")
     source.add_argument("--corefile", "-conf", dest="corefile", type=Path, metavar="PATH",
                         help="a CoreDNS Corefile (kubeadm's works unchanged); flags win over it")
+    source.add_argument("--kube-dns-config", type=Path, metavar="PATH",
+                        help="kube-dns's ConfigMap (a manifest, or the folder it is mounted at): "
+                             "its stubDomains and upstreamNameservers")
     source.add_argument("--lenient", action="store_true",
                         help="warn about unknown Corefile plugins and options instead of failing")
     dns = parser.add_argument_group("DNS")
@@ -159,7 +162,10 @@ def config_from(args: argparse.Namespace) -> Config:
             cache=CacheConfig(success=CacheLimits(10000, 30), denial=CacheLimits(10000, 30)),
             fallthrough=True, fallthrough_zones=config.reverse_zones,
         )
-    return _with_forward_flags(_with_ops_flags(config, args), args)
+    config = _with_ops_flags(config, args)
+    if args.kube_dns_config is not None:  # before --upstream and --stub-domain, which win
+        config = kubedns.apply(config, kubedns.load(args.kube_dns_config))
+    return _with_forward_flags(config, args)
 
 
 def _with_forward_flags(config: Config, args: argparse.Namespace) -> Config:

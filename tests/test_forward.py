@@ -79,7 +79,7 @@ def _split(rrset: dns.rrset.RRset) -> list[dns.rrset.RRset]:
 async def forward_once(upstreams: list[Upstream], wire: bytes, **options: object) -> bytes:
     forwarder = Forwarder(upstreams, **{**FAST, **options})  # type: ignore[arg-type]
     try:
-        return await forwarder.forward(wire)
+        return (await forwarder.exchange(wire)).reply
     finally:
         await forwarder.close()
 
@@ -110,7 +110,7 @@ def test_cname_chain_nxdomain_and_nodata_pass_through(upstream: FakeUpstream) ->
     async def scenario() -> list[bytes]:
         forwarder = Forwarder([to(upstream)], **FAST)  # type: ignore[arg-type]
         try:
-            return [await forwarder.forward(query(name, rdtype)) for name, rdtype in [
+            return [(await forwarder.exchange(query(name, rdtype))).reply for name, rdtype in [
                 ("alias.example.com", "A"), ("missing.example.com", "A"),
                 ("www.example.com", "MX"),
             ]]
@@ -138,7 +138,7 @@ def test_client_opt_goes_upstream_as_is_and_the_upstream_opt_comes_back(
     async def scenario() -> tuple[bytes, bytes]:
         forwarder = Forwarder([to(upstream)], **FAST)  # type: ignore[arg-type]
         try:
-            return await forwarder.forward(with_do), await forwarder.forward(plain)
+            return (await forwarder.exchange(with_do)).reply, (await forwarder.exchange(plain)).reply
         finally:
             await forwarder.close()
 
@@ -178,7 +178,7 @@ def test_truncated_udp_reply_is_retried_over_tcp_with_prefer_udp(
     async def scenario() -> tuple[bytes, forward.UpstreamState]:
         forwarder = Forwarder([to(upstream)], prefer_udp=True, **FAST)  # type: ignore[arg-type]
         try:
-            return await forwarder.forward(query("Big.Example.Com", qid=7)), forwarder.states[0]
+            return (await forwarder.exchange(query("Big.Example.Com", qid=7))).reply, forwarder.states[0]
         finally:
             await forwarder.close()
 
@@ -206,7 +206,7 @@ def test_a_truncated_reply_goes_back_to_a_udp_client_and_tcp_clients_ask_over_tc
     async def over_tcp() -> bytes:
         forwarder = Forwarder([to(upstream)], **FAST)  # type: ignore[arg-type]
         try:
-            return await forwarder.forward(wire, tcp=True)
+            return (await forwarder.exchange(wire, tcp=True)).reply
         finally:
             await forwarder.close()
 
@@ -221,7 +221,7 @@ def test_spoofed_and_mismatched_datagrams_are_ignored(upstream: FakeUpstream) ->
     async def scenario() -> tuple[bytes, forward.UpstreamState]:
         forwarder = Forwarder([to(upstream)], **FAST)  # type: ignore[arg-type]
         try:
-            return await forwarder.forward(query("www.example.com")), forwarder.states[0]
+            return (await forwarder.exchange(query("www.example.com"))).reply, forwarder.states[0]
         finally:
             await forwarder.close()
 
@@ -251,7 +251,7 @@ def test_timeout_spoofs_and_tcp_retry_on_both_event_loops(
         forwarder = Forwarder([to(upstream), to(second)], policy="sequential",  # type: ignore[arg-type]
                               prefer_udp=True, **FAST)
         try:
-            return await forwarder.forward(query("www.example.com")), forwarder.states[1]
+            return (await forwarder.exchange(query("www.example.com"))).reply, forwarder.states[1]
         finally:
             await forwarder.close()
 
@@ -327,7 +327,7 @@ def test_down_upstream_is_marked_down_and_recovers_by_health_check(
         try:
             upstream.drop = True
             for expected_fails in (1, 2):
-                reply = await forwarder.forward(query("www.example.com"))
+                reply = (await forwarder.exchange(query("www.example.com"))).reply
                 assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
                 assert state.fails >= expected_fails
             assert is_down(state)
@@ -345,7 +345,7 @@ def test_down_upstream_is_marked_down_and_recovers_by_health_check(
                 await asyncio.sleep(0.05)
             assert not is_down(state)
             assert state.fails == 0
-            reply = await forwarder.forward(query("www.example.com"))
+            reply = (await forwarder.exchange(query("www.example.com"))).reply
             assert answer_lines(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
         finally:
             await forwarder.close()
@@ -359,10 +359,10 @@ def test_upstream_that_stops_and_starts_again_is_used_again(upstream: FakeUpstre
                               health_check_interval=0.1)
         try:
             upstream.stop()
-            reply = await forwarder.forward(query("www.example.com"))
+            reply = (await forwarder.exchange(query("www.example.com"))).reply
             assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
             upstream.start()  # same port
-            reply = await forwarder.forward(query("www.example.com"))
+            reply = (await forwarder.exchange(query("www.example.com"))).reply
             assert answer_lines(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
         finally:
             await forwarder.close()
@@ -378,7 +378,7 @@ def test_when_every_upstream_is_down_one_is_tried_anyway(
                               max_fails=1, health_check_interval=30)
         try:
             upstream.drop = second.drop = True
-            reply = await forwarder.forward(query("www.example.com"))
+            reply = (await forwarder.exchange(query("www.example.com"))).reply
             assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
             assert all(state.down for state in forwarder.states)
             # Each down upstream is probed once at once; let those probes fail while the
@@ -389,7 +389,7 @@ def test_when_every_upstream_is_down_one_is_tried_anyway(
                 await asyncio.sleep(0.02)
             assert all(state.health_check_failures >= 1 for state in forwarder.states)
             upstream.drop = second.drop = False
-            reply = await forwarder.forward(query("www.example.com"))
+            reply = (await forwarder.exchange(query("www.example.com"))).reply
             assert answer_lines(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
             assert forwarder.healthcheck_broken == 1
             assert sum(not state.down for state in forwarder.states) == 1
@@ -405,7 +405,7 @@ def test_when_every_upstream_is_down_one_is_tried_anyway(
 async def forward_many(forwarder: Forwarder, count: int) -> None:
     try:
         for i in range(count):
-            reply = await forwarder.forward(query("www.example.com", qid=i))
+            reply = (await forwarder.exchange(query("www.example.com", qid=i))).reply
             assert answer_lines(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
     finally:
         await forwarder.close()
@@ -429,7 +429,7 @@ def test_sequential_skips_a_down_first_upstream_once_marked(
         try:
             for _ in range(4):
                 started = time.monotonic()
-                reply = await forwarder.forward(query("www.example.com"))
+                reply = (await forwarder.exchange(query("www.example.com"))).reply
                 durations.append(time.monotonic() - started)
                 assert answer_lines(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
         finally:
@@ -473,7 +473,7 @@ def test_over_max_concurrent_is_refused_at_once(upstream: FakeUpstream) -> None:
     async def scenario() -> None:
         forwarder = Forwarder([to(upstream)], read_timeout=1.0, max_concurrent=2)
         try:
-            slow = [asyncio.create_task(forwarder.forward(query("www.example.com", qid=i)))
+            slow = [asyncio.create_task(forwarder.exchange(query("www.example.com", qid=i)))
                     for i in range(2)]
             await asyncio.sleep(0.05)
             assert forwarder.in_flight == 2
@@ -483,10 +483,10 @@ def test_over_max_concurrent_is_refused_at_once(upstream: FakeUpstream) -> None:
             message = dns.message.from_wire(exchange.reply)
             assert (message.id, message.rcode(), exchange.upstream) == (99, dns.rcode.REFUSED, None)
             assert forwarder.rejected == 1
-            for reply in await asyncio.gather(*slow):
-                assert answer_lines(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
+            for done in await asyncio.gather(*slow):
+                assert answer_lines(done.reply) == ["www.example.com. 300 IN A 192.0.2.1"]
             assert forwarder.in_flight == 0
-            reply = await forwarder.forward(query("www.example.com"))
+            reply = (await forwarder.exchange(query("www.example.com"))).reply
             assert dns.message.from_wire(reply).rcode() == dns.rcode.NOERROR
         finally:
             await forwarder.close()

@@ -452,10 +452,6 @@ class KubeSource:
         for reflector in self.reflectors:
             reflector.join(2.0)
 
-    @property
-    def healthy(self) -> bool:
-        return all(r.state.healthy for r in self.reflectors)
-
     def _synced(self) -> None:
         log.info("synced with the Kubernetes API in %.2fs", time.monotonic() - self._started)
         self.synced.set()

@@ -41,8 +41,6 @@ COMMON_LOG_FORMAT = ('{remote}:{port} - {>id} "{type} {class} {name} {proto} {si
                      '{>bufsize}" {rcode} {>rflags} {rsize} {duration}')
 COMBINED_LOG_FORMAT = COMMON_LOG_FORMAT + ' "{>opcode}"'
 LOG_CLASSES = ("success", "denial", "error", "all")
-RCODE_NAMES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
-               "YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE")
 
 
 class ConfigError(ValueError):

@@ -19,8 +19,10 @@ replies untouched. :class:`Cache` holds the replies the forwarder got, kept as b
 zone is never cached (its answers are precomputed and always current, SPEC §4.6).
 :mod:`dnsserver.plugins.forward` asks it first and stores what the upstreams answer::
 
-    hit = cache.lookup(key, query)            # Hit(reply, stale, prefetch, popularity) or None
-    reply = cache.put(key, upstream_reply)    # what to send: TTLs already set the cache's way
+    key = key_for(name_lower, qtype, 1, do, cd)   # from the query the handler parsed
+    hit = cache.lookup(key, query)        # Hit(reply, stale, prefetch, popularity) or None
+    reply = cache.put(key, upstream_reply, ad=query_ad)  # what to send: TTLs set the cache's way
+    cache.refreshed(key, hit.popularity)  # after a prefetch or stale refresh stored its answer
 
 Rules, as CoreDNS 1.13 has them (``plugin/cache``, ``plugin/pkg/response/typify.go``,
 ``plugin/pkg/dnsutil/ttl.go``):
@@ -257,25 +259,6 @@ def key_for(name_lower: bytes, qtype: int, qclass: int, do: bool, cd: bool) -> b
     return name_lower + _KEY_TAIL.pack(qtype, qclass, (_DO if do else 0) | (_CD if cd else 0))
 
 
-def cache_key(query: bytes) -> bytes | None:
-    """The key of ``query``, or None when it is not a cacheable question (not a QUERY opcode,
-    a response, not exactly one question, malformed)."""
-    if len(query) < 17 or query[2] & 0xF8:  # QR set or an opcode other than QUERY
-        return None
-    question_end = _question_end(query)
-    if question_end is None:
-        return None
-    name_end = question_end - 4
-    qtype, qclass = struct.unpack_from(">HH", query, name_end)
-    cd = bool(query[3] & _CD_FLAG)
-    try:
-        edns = _query_edns(query, question_end)
-    except wire.FormError:
-        return None
-    do = edns is not None and edns.do
-    return key_for(query[12:name_end].lower(), qtype, qclass, do, cd)
-
-
 def _question_end(data: bytes) -> int | None:
     """Offset past QCLASS of a one-question message whose name has no pointer, else None."""
     if data[4:6] != b"\x00\x01":
@@ -401,7 +384,7 @@ class Hit(NamedTuple):
 # -- the cache -----------------------------------------------------------------------------
 
 class Cache:
-    """Forwarded replies by :func:`cache_key`; see the module docstring for every rule."""
+    """Forwarded replies by :func:`key_for`; see the module docstring for every rule."""
 
     def __init__(
         self,
@@ -694,4 +677,4 @@ def _zone_wire(zone: str) -> bytes:
 
 
 __all__ = ["DENIAL", "KINDS", "SUCCESS", "Cache", "CacheConfig", "CacheLimits", "Hit",
-           "cache_key", "key_for", "parse_cache"]
+           "key_for", "parse_cache"]

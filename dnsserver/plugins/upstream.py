@@ -4,7 +4,7 @@
 for the client. It never raises (a bug or every upstream failing gives SERVFAIL). Its options
 come from a ``forward`` line (:mod:`dnsserver.plugins.forward` reads them).
 
-**One exchange** (:meth:`Forwarder.exchange`; :meth:`Forwarder.forward` returns just the bytes):
+**One exchange** (:meth:`Forwarder.exchange`):
 
 1. More than ``max_concurrent`` exchanges in flight → REFUSED at once, counted in
    :attr:`Forwarder.rejected` (``coredns_forward_max_concurrent_rejects_total``).
@@ -55,14 +55,13 @@ limit: see :func:`fit_udp`, which the caller applies to UDP clients.
 
 :class:`ForwardRouter` picks a Forwarder by longest zone suffix (stub domains, the ``.``
 default); :func:`parse_stub_domain` reads ``example.corp=10.0.0.2:53,10.0.0.3``.
-:func:`points_at_us` and :func:`check_no_loop` find upstreams that are our own listeners.
+:func:`points_at_us` finds upstreams that are our own listeners.
 
 **Wiring** (for the handler and transport): a Forwarder needs no running loop to be built,
 only to forward; await :meth:`Forwarder.close` (or :meth:`ForwardRouter.close`) at shutdown: it
 also closes the kept connections. Only replies with ``Exchange.upstream`` set go into
 :class:`dnsserver.plugins.cache.Cache`; apply :func:`fit_udp` with
-:func:`dnsserver.serve.wire.udp_limit` before sending over UDP. Check loops after binding (port 0
-picks the port): ``check_no_loop(upstreams, listeners.addresses)``.
+:func:`dnsserver.serve.wire.udp_limit` before sending over UDP.
 """
 
 from __future__ import annotations
@@ -99,10 +98,6 @@ T = TypeVar("T")
 
 class ForwardConfigError(ValueError):
     """The forwarding configuration cannot be used."""
-
-
-class LoopError(ForwardConfigError):
-    """An upstream is this server itself: every forwarded query would come back to us."""
 
 
 class _TryFailed(Exception):
@@ -199,13 +194,9 @@ class Forwarder:
     def upstreams(self) -> tuple[Upstream, ...]:
         return tuple(state.upstream for state in self.states)
 
-    async def forward(self, query: bytes, *, tcp: bool = False) -> bytes:
-        """The reply for the client to ``query`` (from an upstream or made here); ``tcp``: the
-        client asked over TCP."""
-        return (await self.exchange(query, tcp=tcp)).reply
-
     async def exchange(self, query: bytes, *, tcp: bool = False) -> Exchange:
-        """Like :meth:`forward`, and says which upstream answered. Never raises."""
+        """The reply for the client to ``query`` (from an upstream or made here) and the
+        upstream that gave it; ``tcp``: the client asked over TCP. Never raises."""
         try:
             parsed = wire.parse_query(query)
         except (wire.FormError, struct.error):
@@ -752,19 +743,6 @@ def points_at_us(
     return loops
 
 
-def check_no_loop(
-    upstreams: Iterable[Upstream], listen_addresses: Iterable[tuple[str, int]], *, what: str = "."
-) -> None:
-    """Raise :class:`LoopError` when an upstream of ``what`` is this server (SPEC §4.5)."""
-    loops = points_at_us(upstreams, listen_addresses)
-    if loops:
-        raise LoopError(
-            f"forward {what}: upstream {', '.join(map(str, loops))} is this server's own "
-            "listen address; every query would loop back to us (see CoreDNS's loop plugin, "
-            "coredns/coredns#2087: systemd-resolved's 127.0.0.53 in resolv.conf is the usual cause)"
-        )
-
-
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     address = ipaddress.ip_address(host.partition("%")[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -773,8 +751,8 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 __all__ = [
-    "POLICIES", "Exchange", "ForwardConfigError", "ForwardRouter", "Forwarder", "LoopError",
-    "Upstream", "UpstreamError", "UpstreamState", "check_no_loop", "fit_udp", "is_loopback",
+    "POLICIES", "Exchange", "ForwardConfigError", "ForwardRouter", "Forwarder",
+    "Upstream", "UpstreamError", "UpstreamState", "fit_udp", "is_loopback",
     "longest_suffix", "parse_stub_domain", "parse_upstream", "parse_upstreams", "points_at_us",
     "response_rcode", "zone_to_wire",
 ]

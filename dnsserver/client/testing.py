@@ -30,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
-import ipaddress
 import logging
 import shutil
 import tempfile
@@ -416,21 +414,12 @@ def _with_cluster_ip(doc: dict[str, Any], zone: Zone, taken: set[str]) -> dict[s
     if existing is not None and existing.cluster_ips:
         ips = list(existing.cluster_ips)
     else:
-        ips = [_free_ip(f"Service {namespace}/{name}", taken)]
+        try:
+            ips = [manifests.free_service_ip(f"Service {namespace}/{name}", taken)]
+        except manifests.ManifestError as exc:
+            raise ClusterDNSError(str(exc)) from None
     taken.update(ips)
     return {**doc, "spec": {**spec, "clusterIP": ips[0], "clusterIPs": ips}}
-
-
-def _free_ip(seed: str, taken: set[str]) -> str:
-    network = manifests.SERVICE_RANGE
-    size = network.num_addresses
-    start = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big") % size
-    for step in range(size):
-        offset = (start + step) % size
-        candidate = str(ipaddress.ip_address(int(network.network_address) + offset))
-        if 0 < offset < size - 1 and candidate not in taken:
-            return candidate
-    raise ClusterDNSError(f"the Service range {network} is full")
 
 
 class _ErrorLog(logging.Handler):

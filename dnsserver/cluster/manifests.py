@@ -132,12 +132,14 @@ def _allocate_cluster_ips(documents: list[Document]) -> None:
         else:
             waiting.append(svc)
     for svc in sorted(waiting, key=_describe):
-        ip = _free_ip(_describe(svc), taken)
+        ip = free_service_ip(_describe(svc), taken)
         taken.add(ip)
         svc["spec"] = {**svc["spec"], "clusterIP": ip, "clusterIPs": [ip]}
 
 
-def _free_ip(seed: str, taken: set[str]) -> str:
+def free_service_ip(seed: str, taken: set[str]) -> str:
+    """A Service IP in :data:`SERVICE_RANGE` not in ``taken``, the same one for the same
+    ``seed`` (a Service's name) while the range has room."""
     size = SERVICE_RANGE.num_addresses
     start = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big") % size
     for step in range(size):

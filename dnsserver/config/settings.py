@@ -324,6 +324,7 @@ def split_host_port(text: str, *, default_port: int | None = None) -> tuple[str,
 
 
 def format_host_port(host: str, port: int) -> str:
+    """``host:port``, or ``[host]:port`` for an IPv6 host."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -20,6 +20,8 @@ plugins, starts them, and closes them on reload or shutdown.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -56,6 +58,25 @@ class Request:
 
 
 Next = Callable[[Request], Reply]
+
+
+class BugLog:
+    """Logs a bug with its traceback once per place (exception type, file, line): a bug every
+    query meets answers SERVFAIL each time but fills the log once."""
+
+    __slots__ = ("_logger", "_message", "_seen")
+
+    def __init__(self, logger: logging.Logger, message: str) -> None:
+        self._logger = logger
+        self._message = message
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def __call__(self, exc: Exception) -> None:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        place = (type(exc).__name__, frame.filename, frame.lineno or 0)
+        if place not in self._seen:
+            self._seen.add(place)
+            self._logger.error(self._message, exc_info=exc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,13 +74,13 @@ import random
 import secrets
 import struct
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
 
 import asyncio_dgram
 
 from dnsserver.config.resolvconf import Upstream, UpstreamError, parse_upstream
+from dnsserver.plugins.chain import BugLog
 from dnsserver.serve import wire
 from zones.records import FORMERR, NS, OPT, REFUSED, SERVFAIL
 
@@ -188,7 +188,7 @@ class Forwarder:
         self._next = 0  # round_robin position
         self._health_tasks: dict[UpstreamState, asyncio.Task[None]] = {}
         self._closed = False
-        self._logged_bugs: set[tuple[str, str, int]] = set()
+        self._log_bug = BugLog(log, "bug while forwarding a query; answering SERVFAIL")
 
     @property
     def upstreams(self) -> tuple[Upstream, ...]:
@@ -423,13 +423,6 @@ class Forwarder:
                 await task
         for state in self.states:
             state.idle.close()
-
-    def _log_bug(self, exc: Exception) -> None:
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        signature = (type(exc).__name__, frame.filename, frame.lineno or 0)
-        if signature not in self._logged_bugs:
-            self._logged_bugs.add(signature)
-            log.error("bug while forwarding a query; answering SERVFAIL", exc_info=exc)
 
 
 # -- connections kept for the next exchange -------------------------------------------------

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from dnsserver.cluster import manifests
 from dnsserver.cluster import watch as kube
 from dnsserver.config import resolvconf
-from dnsserver.config.settings import Config, ConfigError, split_host_port
+from dnsserver.config.settings import Config, ConfigError, format_host_port, split_host_port
 from dnsserver.plugins import chain
 from dnsserver.plugins import forward as forwarding
 from dnsserver.plugins.autopath import AutoPath
@@ -69,7 +69,7 @@ class DnsServer:
         self.zone = _make_zone(config)
         self.autopath = _make_autopath(config, self.zone)
         first = config.listen[0]
-        self.metrics = Metrics(server=f"dns://{_format_address(first)}")
+        self.metrics = Metrics(server=f"dns://{format_host_port(*first)}")
         self.exit_code = 0
         self.plugins = self._make_plugins(config)
         self.handler = Handler(self.zone, self.autopath, self.metrics.queries, _query_log(config),
@@ -150,7 +150,7 @@ class DnsServer:
                     log.warning("starting with the Kubernetes API not synced after %gs",
                                 self.config.startup_timeout)
         await self.listeners.start(list(self.config.listen))
-        self.metrics.collector.server = f"dns://{_format_address(self.addresses[0])}"
+        self.metrics.collector.server = f"dns://{format_host_port(*self.addresses[0])}"
         # Upstreams are checked against the addresses actually bound: one of them is a loop.
         self.forwarding = _make_forwarding(self.config, self.addresses)
         self.handler.forwarding = self.forwarding
@@ -362,11 +362,11 @@ class DnsServer:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         watcher = loop.create_task(self._watch_corefile())
         settle = loop.create_task(self._settle_memory())
-        where = ", ".join(_format_address(a) for a in self.addresses)
+        where = ", ".join(format_host_port(*a) for a in self.addresses)
         log.info("serving %s (%s) from %s on %s, udp and tcp",
                  ", ".join(self.zone.origins[:1]), _summary(self.zone), describe, where)
         for path, address in self.ops.addresses.items():
-            log.info("%s on http://%s%s", path.strip("/"), _format_address(address), path)
+            log.info("%s on http://%s%s", path.strip("/"), format_host_port(*address), path)
         await self._stopping.wait()
         lameduck = self.config.health.lameduck if self.config.health else 0.0
         if lameduck > 0 and not self._now.is_set():
@@ -389,11 +389,6 @@ def _summary(zone: Zone) -> str:
         for kind, label in (("Namespace", "namespaces"), ("Service", "services"),
                             ("EndpointSlice", "endpoint slices"), ("Pod", "pods"))
     )
-
-
-def _format_address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _host_search_domains(path: Path) -> tuple[str, ...]:

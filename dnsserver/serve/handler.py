@@ -20,7 +20,6 @@ index holds takes that query off the fast path (:class:`~dnsserver.plugins.chain
 from __future__ import annotations
 
 import logging
-import traceback
 from bisect import bisect_left
 from collections.abc import Coroutine, Sequence
 from time import perf_counter
@@ -62,7 +61,7 @@ class Handler:
         self._replies = self.stats.replies
         self._duration_buckets = self.stats.duration_buckets
         self._index = zone.index  # the same dict for the zone's whole life
-        self._logged_bugs: set[tuple[str, str, int]] = set()
+        self._log_bug = chain.BugLog(log, "bug while answering a query; answering SERVFAIL")
         self._turn = 0  # loadbalance: which rotation the next reply takes
         self.loadbalance = False  # rotate forwarded replies' addresses too
         self.plugins: list[chain.Plugin] = []
@@ -348,13 +347,6 @@ class Handler:
             return self._reply(data, query.question_end, answer, None, b"", tcp, client)
         opt = wire.opt_record(edns.udp_size, int(edns.do))
         return self._reply(data, query.question_end, answer, edns.udp_size, opt, tcp, client)
-
-    def _log_bug(self, exc: Exception) -> None:
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        signature = (type(exc).__name__, frame.filename, frame.lineno or 0)
-        if signature not in self._logged_bugs:
-            self._logged_bugs.add(signature)
-            log.error("bug while answering a query; answering SERVFAIL", exc_info=exc)
 
 
 def _servfail(data: bytes) -> bytes | None:

@@ -91,6 +91,7 @@ from dnsserver.config.directives import (
 from dnsserver.config.settings import ROOT_ZONE, ConfigError, normalize_zone
 from dnsserver.plugins.chain import in_zone
 from dnsserver.serve import wire
+from zones import names
 from zones.records import AXFR, IXFR, NOERROR, NOTIMP, NS, NXDOMAIN, OPT, SERVFAIL, SOA
 
 SUCCESS = "success"
@@ -448,8 +449,8 @@ class Cache:
             success_capacity=_room(config.success.capacity),
             denial_capacity=_room(config.denial.capacity),
             keep_ttl=config.keep_ttl,
-            disable_success=tuple(_zone_wire(zone) for zone in config.disable_success),
-            disable_denial=tuple(_zone_wire(zone) for zone in config.disable_denial),
+            disable_success=tuple(names.to_wire(zone) for zone in config.disable_success),
+            disable_denial=tuple(names.to_wire(zone) for zone in config.disable_denial),
             prefetch=config.prefetch, prefetch_window=config.prefetch_window,
             prefetch_percentage=config.prefetch_percentage,
         )
@@ -667,13 +668,6 @@ def _clamp(ttl: int, low: int, high: int) -> int:
 def _room(capacity: int) -> int:
     """How many entries CoreDNS keeps for a CAPACITY: 256 shards of max(CAPACITY/256, 4)."""
     return max(capacity // 256, 4) * 256
-
-
-def _zone_wire(zone: str) -> bytes:
-    if zone == ROOT_ZONE:
-        return b"\x00"
-    return b"".join(bytes((len(label),)) + label.encode("ascii")
-                    for label in zone.split(".")) + b"\x00"
 
 
 __all__ = ["DENIAL", "KINDS", "SUCCESS", "Cache", "CacheConfig", "CacheLimits", "Hit",

@@ -91,7 +91,6 @@ from dnsserver.plugins.upstream import (
     longest_suffix,
     points_at_us,
     response_rcode,
-    zone_to_wire,
 )
 from dnsserver.serve import wire
 from zones import names
@@ -373,8 +372,8 @@ class Forwarding:
 
     def __init__(self, routes: Sequence[Route], fallthrough: Sequence[str] = ()) -> None:
         self.routes = list(routes)
-        self._by_zone = {zone_to_wire(route.zone): route for route in routes}
-        self._fallthrough = [zone_to_wire(zone) for zone in fallthrough]
+        self._by_zone = {names.to_wire(route.zone): route for route in routes}
+        self._fallthrough = [names.to_wire(zone) for zone in fallthrough]
         self._refreshing: set[tuple[int, bytes]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.errors: ErrorLog | None = None  # the errors plugin, when the Corefile has it
@@ -580,7 +579,7 @@ def build(config: Config, listen: Sequence[tuple[str, int]]) -> Forwarding | Non
         cache_zones: tuple[bytes, ...] = (b"\x00",)
         if cache_config is not None:
             cache = caches.setdefault(id(cache_config), Cache.from_config(cache_config))
-            cache_zones = tuple(zone_to_wire(zone) for zone in cache_config.zones)
+            cache_zones = tuple(names.to_wire(zone) for zone in cache_config.zones)
         routes.append(Route(zone, tuple(chain), cache, cache_zones))
     if not routes:
         return None
@@ -609,7 +608,7 @@ def _line(config: ForwardConfig, listen: Sequence[tuple[str, int]]) -> _Line | N
         failover_rcodes=[RCODES[name] for name in config.failover_rcodes],
         failfast_all_unhealthy=config.failfast_all_unhealthy,
     )
-    return _Line(zone_to_wire(zone), tuple(zone_to_wire(z) for z in config.except_zones),
+    return _Line(names.to_wire(zone), tuple(names.to_wire(z) for z in config.except_zones),
                  forwarder, frozenset(RCODES[name] for name in config.next_rcodes))
 
 

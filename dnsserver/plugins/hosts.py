@@ -55,8 +55,9 @@ from dnsserver.config.directives import (
 )
 from dnsserver.config.settings import ROOT_ZONE, ConfigError, normalize_zone
 from dnsserver.plugins import chain
-from dnsserver.plugins.upstream import fit_udp, zone_to_wire
+from dnsserver.plugins.upstream import fit_udp
 from dnsserver.serve import wire
+from zones import names
 from zones.records import AAAA, NOERROR, PTR, SERVFAIL, A
 
 log = logging.getLogger("dnsserver.hosts")
@@ -107,7 +108,7 @@ def parse(directive: Directive, context: ParseContext) -> HostsOptions | None:
         _check_file(directive.args[0], path, context)
         if len(directive.args) > 1:
             origins = _zones(directive.args[1:], "hosts", context)
-    origin_wires = tuple(zone_to_wire(zone) for zone in origins)
+    origin_wires = tuple(names.to_wire(zone) for zone in origins)
 
     ttl, reverse, reload = DEFAULT_TTL, True, DEFAULT_RELOAD
     fallthrough: tuple[str, ...] = ()
@@ -144,8 +145,8 @@ def parse(directive: Directive, context: ParseContext) -> HostsOptions | None:
             context.warn(token, f"hosts: {line!r} is neither an option nor an entry "
                          "(IP NAME...); ignored")
             continue
-        address, names = parsed
-        for name in names:
+        address, hostnames = parsed
+        for name in hostnames:
             name_wire = _inside(name, origin_wires)
             if name_wire is None:
                 context.warn(token, f"hosts: {name!r} is not a name in the zones "
@@ -257,8 +258,8 @@ def parse_file(text: str, origins: tuple[bytes, ...]) -> Iterator[Entry]:
         parsed = _parse_line(line)
         if parsed is None:
             continue
-        address, names = parsed
-        for name in names:
+        address, hostnames = parsed
+        for name in hostnames:
             name_wire = _inside(name, origins)
             if name_wire is not None:
                 yield address, name_wire
@@ -271,12 +272,7 @@ def _reverse_owners(address: Address) -> tuple[bytes, ...]:
     if address.version == 4:
         owners.append(ipaddress.IPv6Address(b"\x00" * 10 + b"\xff\xff" + address.packed)
                       .reverse_pointer)
-    return tuple(_wire_of(owner) for owner in owners)
-
-
-def _wire_of(name: str) -> bytes:
-    return b"".join(bytes((len(label),)) + label.encode("ascii")
-                    for label in name.split(".")) + b"\x00"
+    return tuple(names.to_wire(owner) for owner in owners)
 
 
 # -- the answers ---------------------------------------------------------------------------
@@ -341,10 +337,10 @@ class Hosts:
 
     def __init__(self, options: HostsOptions, context: chain.BuildContext) -> None:
         self.options = options
-        self._origins = tuple(zone_to_wire(zone) for zone in options.origins)
-        self._fall = tuple(zone_to_wire(zone) for zone in options.fallthrough)
+        self._origins = tuple(names.to_wire(zone) for zone in options.origins)
+        self._fall = tuple(names.to_wire(zone) for zone in options.fallthrough)
         # what the fast path may answer: the cluster zones, and every reverse name
-        self._served = (*(zone_to_wire(zone) for zone in context.cluster_zones),
+        self._served = (*(names.to_wire(zone) for zone in context.cluster_zones),
                         _IN_ADDR_ARPA, _IP6_ARPA)
         # called when interception() changes (a file edit); the server rebuilds its guard
         self._changed = context.interception_changed

@@ -68,7 +68,7 @@ from dnsserver.config.directives import (
 )
 from dnsserver.config.settings import ROOT_ZONE, ConfigError, normalize_zone
 from dnsserver.plugins import chain
-from dnsserver.plugins.upstream import fit_udp, zone_to_wire
+from dnsserver.plugins.upstream import fit_udp
 from dnsserver.serve import wire
 from zones import names
 from zones.records import AAAA, ANY, CNAME, SERVFAIL, A
@@ -305,13 +305,13 @@ class Template:
     def __init__(self, options: TemplateOptions, context: chain.BuildContext) -> None:
         self.options = options
         # longest first: the zone that holds a name is the most specific one (``.Zone``)
-        self._zones = sorted(((zone_to_wire(z), _zone_text(z)) for z in options.zones),
+        self._zones = sorted(((names.to_wire(z), _zone_text(z)) for z in options.zones),
                              key=lambda pair: -len(pair[0]))
-        self._server_zones = tuple(zone_to_wire(z) for z in options.server_zones)
+        self._server_zones = tuple(names.to_wire(z) for z in options.server_zones)
         self._everywhere = ROOT_ZONE in options.server_zones
         self._regexes = tuple((re.compile(r.python, re.ASCII), r.go) for r in options.regexes)
         self._fallthrough = (None if options.fallthrough is None
-                             else tuple(zone_to_wire(z) for z in options.fallthrough))
+                             else tuple(names.to_wire(z) for z in options.fallthrough))
         self._sections = tuple(tuple(_Item(t) for t in getattr(options, section))
                                for section in SECTIONS)
         self._dynamic = any(item.record is None for items in self._sections for item in items)
@@ -463,7 +463,7 @@ class Template:
             return chain.NOTHING
         mine = _overlap((zone for zone, _ in self._zones),
                         () if self._everywhere else self._server_zones)
-        indexed = [zone_to_wire(z) for z in (*context.cluster_zones, *names.REVERSE_ZONES)]
+        indexed = [names.to_wire(z) for z in (*context.cluster_zones, *names.REVERSE_ZONES)]
         zones = _overlap(mine, indexed)
         if not zones:
             return chain.NOTHING

@@ -82,6 +82,7 @@ import asyncio_dgram
 from dnsserver.config.resolvconf import Upstream, UpstreamError, parse_upstream
 from dnsserver.plugins.chain import BugLog
 from dnsserver.serve import wire
+from zones import names
 from zones.records import FORMERR, NS, OPT, REFUSED, SERVFAIL
 
 log = logging.getLogger("dnsserver.forward")
@@ -639,14 +640,16 @@ def fit_udp(reply: bytes, limit: int) -> bytes:
 
 
 def zone_to_wire(zone: str) -> bytes:
-    """``example.corp`` (or ``.``) → lower-cased wire form ``\\x07example\\x04corp\\x00``."""
-    text = zone.strip().rstrip(".").lower()
-    if not text:
-        return b"\x00"
-    labels = text.split(".")
-    if any(not label or len(label) > 63 for label in labels) or len(text) > 253:
+    """A zone as typed (``example.corp``, ``Example.Corp.``, ``.``) in the lower-cased wire form
+    of :func:`zones.names.to_wire`; :class:`ForwardConfigError` when it is not a domain name
+    (an empty label, a label or name too long, not ASCII)."""
+    text = zone.strip().rstrip(".")
+    if text and "" in text.split("."):
         raise ForwardConfigError(f"{zone!r} is not a domain name")
-    return b"".join(bytes((len(label),)) + label.encode("ascii") for label in labels) + b"\x00"
+    try:
+        return names.to_wire(text)
+    except ValueError:
+        raise ForwardConfigError(f"{zone!r} is not a domain name") from None
 
 
 def longest_suffix(routes: Mapping[bytes, T], name: bytes) -> T | None:

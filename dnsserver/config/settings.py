@@ -329,7 +329,9 @@ def format_host_port(host: str, port: int) -> str:
 
 
 def is_upstream_file(text: str) -> bool:
-    """Whether a ``forward`` destination names a resolv.conf-style file, not an address."""
+    """Whether a ``forward`` destination names a resolv.conf-style file, not an address: it
+    has a ``/`` (CoreDNS's test too), so ``./resolv.conf`` is a file, read from the working
+    directory, like ``/etc/resolv.conf``."""
     return "/" in text
 
 

@@ -303,7 +303,7 @@ def _upstream(token: Token) -> str:
     if text.lower().startswith(_OTHER_SCHEMES):
         raise Unsupported.at(token, f"forward: {text!r}: only plain DNS upstreams are supported")
     text = text.removeprefix("dns://")
-    if "/" in text:
+    if is_upstream_file(text):
         return text
     bad = BadValue.at(token, f"forward: {token.text!r} is not an IP address, IP:PORT or file")
     try:
@@ -615,7 +615,7 @@ def _line(config: ForwardConfig, listen: Sequence[tuple[str, int]]) -> _Line | N
 def _upstreams(forward: ForwardConfig) -> list[Upstream]:
     upstreams: list[Upstream] = []
     for target in forward.to:
-        if target.startswith("/"):
+        if is_upstream_file(target):
             try:
                 choice = resolvconf.systemd_resolved_fallback(Path(target))
             except OSError as exc:

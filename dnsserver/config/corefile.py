@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dnsserver.config import directives
 from dnsserver.config.directives import (
     BadValue,
     Conflict,
@@ -73,7 +74,6 @@ from dnsserver.config.settings import (
     ReloadConfig,
     StubDomain,
     name_in_zone,
-    normalize_zone,
     split_host_port,
 )
 from dnsserver.plugins import cache as cache_plugin
@@ -504,7 +504,7 @@ class _Builder:
             if port > 65535:
                 raise BadValue.at(token, f"server block {key!r}: port {port} is out of range")
             key = head
-        return self.zones(token, key or ROOT_ZONE, "server block"), port
+        return list(directives.zones(replace(token, text=key or ROOT_ZONE), "server block")), port
 
     def apply(self, server_block: ServerBlock, block: _Block) -> None:
         for directive in server_block.body:
@@ -617,24 +617,6 @@ class _Builder:
 
     # -- values
 
-    def zones(self, token: Token, text: str, what: str) -> list[str]:
-        """A zone, or a CIDR as the reverse zones it spans (``10.0.0.0/17`` → 128 zones)."""
-        if "/" in text:
-            return _reverse_zones(token, text, what)
-        try:
-            return [normalize_zone(text)]
-        except ConfigError as exc:
-            raise BadValue.at(token, f"{what}: {exc}") from None
-
-    def zone_list(self, tokens: tuple[Token, ...], what: str) -> tuple[str, ...]:
-        zones: list[str] = []
-        for token in tokens:
-            for zone in self.zones(token, token.text, what):
-                if zone in zones:
-                    raise Conflict.at(token, f"{what}: duplicate zone {zone!r}")
-                zones.append(zone)
-        return tuple(zones)
-
     def options(self, directive: Directive, plugin: str,
                 handlers: Mapping[str, Callable[[Directive], None]],
                 *, unsupported: tuple[str, ...] = (), ignored: tuple[str, ...] = ()) -> None:
@@ -657,7 +639,8 @@ class _Builder:
 
     def kubernetes(self, directive: Directive, block: _Block) -> None:
         """``kubernetes [ZONES...] { … }``: the cluster zones (the block's by default)."""
-        zones = self.zone_list(directive.args, "kubernetes") or block.zones
+        zones = (directives.zone_list(directive.args, "kubernetes", refuse_duplicates=True)
+                 or block.zones)
         unreachable = [z for z in zones if not any(name_in_zone(z, b) for b in block.zones)]
         if unreachable:  # CoreDNS hands this block only names in its zones
             self.warn(directive.name, f"kubernetes: {', '.join(unreachable)} outside the server "
@@ -716,7 +699,8 @@ class _Builder:
 
         def fallthrough(option: Directive) -> None:
             draft.fallthrough = True
-            draft.fallthrough_zones = self.zone_list(option.args, f"{what} fallthrough")
+            draft.fallthrough_zones = directives.zone_list(option.args, f"{what} fallthrough",
+                                                           refuse_duplicates=True)
 
         def startup_timeout(option: Directive) -> None:
             (value,) = arity(option, f"{what} startup_timeout", 1, 1)
@@ -738,7 +722,7 @@ class _Builder:
         args = arity(directive, "autopath", 1, None)
         source = args[-1]
         self.draft.autopath_zones = [(zone, token) for token in args[:-1]
-                                     for zone in self.zones(token, token.text, "autopath")]
+                                     for zone in directives.zones(token, "autopath")]
         if source.text != "@kubernetes":
             kind = "plugin" if source.text.startswith("@") else "resolv.conf"
             raise Unsupported.at(source, f"autopath: only '@kubernetes' is supported, not the "
@@ -860,7 +844,7 @@ class _Builder:
             last = args.pop().text
             log_format = {"{common}": COMMON_LOG_FORMAT,
                           "{combined}": COMBINED_LOG_FORMAT}.get(last, last)
-        zones = self.zone_list(tuple(args), "log") or block.zones
+        zones = directives.zone_list(args, "log", refuse_duplicates=True) or block.zones
         classes: tuple[str, ...] = ("all",)
 
         def set_classes(option: Directive) -> None:
@@ -933,21 +917,3 @@ def _http_address(token: Token, what: str) -> str:
 def _is_reverse(zone: str) -> bool:
     return any(zone == suffix or zone.endswith("." + suffix)
                for suffix in ("in-addr.arpa", "ip6.arpa"))
-
-
-def _reverse_zones(token: Token, text: str, what: str) -> list[str]:
-    """The reverse zones of a CIDR: whole octets (IPv4) or nibbles (IPv6); a prefix between
-    boundaries is spread over the zones of the next boundary, as CoreDNS does."""
-    try:
-        network = ipaddress.ip_network(text, strict=True)
-    except ValueError:
-        raise BadValue.at(token, f"{what}: {text!r} is not a CIDR network") from None
-    step = 8 if network.version == 4 else 4
-    boundary = -(-network.prefixlen // step) * step  # at most 128 zones
-    zones = []
-    for subnet in network.subnets(new_prefix=boundary) if boundary else [network]:
-        labels = subnet.network_address.reverse_pointer.split(".")
-        keep = boundary // step
-        suffix = 2  # in-addr.arpa / ip6.arpa
-        zones.append(".".join(labels[len(labels) - suffix - keep:]))
-    return zones

@@ -185,9 +185,17 @@ def zones(token: Token, what: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def zone_list(tokens: Iterable[Token], what: str) -> tuple[str, ...]:
-    """The zones of several arguments, in order, each once."""
-    return tuple(dict.fromkeys(zone for token in tokens for zone in zones(token, what)))
+def zone_list(tokens: Iterable[Token], what: str, *, refuse_duplicates: bool = False
+              ) -> tuple[str, ...]:
+    """The zones of several arguments, in order, each once; with ``refuse_duplicates`` a zone
+    given twice is a :class:`Conflict` instead."""
+    found: dict[str, None] = {}
+    for token in tokens:
+        for zone in zones(token, what):
+            if zone in found and refuse_duplicates:
+                raise Conflict.at(token, f"{what}: duplicate zone {zone!r}")
+            found[zone] = None
+    return tuple(found)
 
 
 def options(directive: Directive, context: ParseContext, plugin: str,

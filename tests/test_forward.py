@@ -164,7 +164,7 @@ def test_upstream_servfail_is_its_answer_not_a_failure(upstream: FakeUpstream) -
     assert message.rcode() == dns.rcode.SERVFAIL
     assert message.flags & dns.flags.RA  # made upstream, not here
     assert exchange.upstream == to(upstream)
-    assert (state.failures, state.rcodes, state.down) == (0, {2: 1}, False)
+    assert (state.failed_tries, state.rcodes, state.down) == (0, {2: 1}, False)
 
 
 # -- transport ------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_spoofed_and_mismatched_datagrams_are_ignored(upstream: FakeUpstream) ->
     assert SPOOF_ADDRESS not in reply.decode("latin-1")
     # wrong ID, wrong name, wrong type, not a response, a runt
     assert state.mismatched == 5
-    assert state.failures == 0
+    assert state.failed_tries == 0
 
 
 def test_ipv6_loopback_upstream() -> None:
@@ -329,7 +329,7 @@ def test_down_upstream_is_marked_down_and_recovers_by_health_check(
             for expected_fails in (1, 2):
                 reply = (await forwarder.exchange(query("www.example.com"))).reply
                 assert dns.message.from_wire(reply).rcode() == dns.rcode.SERVFAIL
-                assert state.fails >= expected_fails
+                assert state.consecutive_failures >= expected_fails
             assert is_down(state)
             checks_while_down = state.health_checks
             await asyncio.sleep(0.45)
@@ -344,7 +344,7 @@ def test_down_upstream_is_marked_down_and_recovers_by_health_check(
                     break
                 await asyncio.sleep(0.05)
             assert not is_down(state)
-            assert state.fails == 0
+            assert state.consecutive_failures == 0
             reply = (await forwarder.exchange(query("www.example.com"))).reply
             assert answer_lines(reply) == ["www.example.com. 300 IN A 192.0.2.1"]
         finally:

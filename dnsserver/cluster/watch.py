@@ -186,7 +186,7 @@ class Reflector:
         self.state = WatchState()
         self._api = api
         self._post = post
-        self._zone = zone_ops
+        self._zone_ops = zone_ops
         self._options = options
         self._stop = threading.Event()
         self._response: Any = None
@@ -253,7 +253,7 @@ class Reflector:
             if not token:
                 version = str(metadata.get("resourceVersion") or "")
                 break
-        self._post(lambda: self._zone.reconcile(self, objects, version))
+        self._post(lambda: self._zone_ops.reconcile(self, objects, version))
         self._recovered()
         return version
 
@@ -301,12 +301,12 @@ class Reflector:
         if kind in ("ADDED", "MODIFIED"):
             converted = self._convert(obj)
             if converted is not None:
-                self._post(lambda: self._zone.apply(self, converted))
+                self._post(lambda: self._zone_ops.apply(self, converted))
         elif kind == "DELETED":
             meta = obj.get("metadata") or {}
             namespace = "" if self.resource.kind is model.Namespace else meta.get("namespace", "")
             name = str(meta.get("name", "")).lower()
-            self._post(lambda: self._zone.delete(self, str(namespace).lower(), name))
+            self._post(lambda: self._zone_ops.delete(self, str(namespace).lower(), name))
         elif kind != "BOOKMARK":
             raise RuntimeError(f"unknown watch event type {kind!r}")
         self.state.resource_version = new_version

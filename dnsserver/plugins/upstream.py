@@ -118,15 +118,16 @@ class UpstreamState:
     """One upstream's health and counters (for ``coredns_proxy_*`` / ``coredns_forward_*``),
     and its idle connections."""
 
-    __slots__ = ("down", "fails", "failures", "health_check_failures", "health_checks",
-                 "idle", "mismatched", "rcodes", "requests", "tcp_retries", "upstream")
+    __slots__ = ("consecutive_failures", "down", "failed_tries", "health_check_failures",
+                 "health_checks", "idle", "mismatched", "rcodes", "requests", "tcp_retries",
+                 "upstream")
 
     def __init__(self, upstream: Upstream, expire: float = DEFAULT_EXPIRE) -> None:
         self.upstream = upstream
         self.down = False
-        self.fails = 0  # consecutive failures (tries and health checks)
+        self.consecutive_failures = 0  # tries and health checks since a reply (max_fails)
         self.requests = 0  # tries sent to it
-        self.failures = 0  # tries that got no usable reply
+        self.failed_tries = 0  # tries that got no usable reply, ever
         self.rcodes: dict[int, int] = {}  # replies by rcode
         self.tcp_retries = 0  # UDP replies with TC=1 retried over TCP (prefer_udp)
         self.mismatched = 0  # datagrams ignored: wrong ID, question or not a reply
@@ -136,7 +137,8 @@ class UpstreamState:
 
     def __repr__(self) -> str:
         state = "down" if self.down else "up"
-        return f"<UpstreamState {self.upstream} {state} fails={self.fails}>"
+        failing = self.consecutive_failures
+        return f"<UpstreamState {self.upstream} {state} consecutive_failures={failing}>"
 
 
 class Forwarder:
@@ -336,20 +338,20 @@ class Forwarder:
         return reply
 
     def _failed(self, state: UpstreamState, exc: BaseException) -> None:
-        state.failures += 1
-        state.fails += 1
-        if self.max_fails > 0 and state.fails >= self.max_fails and not state.down:
+        state.failed_tries += 1
+        state.consecutive_failures += 1
+        if self.max_fails > 0 and state.consecutive_failures >= self.max_fails and not state.down:
             state.down = True
             log.warning(
                 "upstream %s is down after %d failed tries (last: %s); health-checking it "
-                "every %gs", state.upstream, state.fails, _describe(exc),
+                "every %gs", state.upstream, state.consecutive_failures, _describe(exc),
                 self.health_check_interval,
             )
             self._start_health_check(state)
 
     def _succeeded(self, state: UpstreamState, rcode: int) -> None:
         state.rcodes[rcode] = state.rcodes.get(rcode, 0) + 1
-        state.fails = 0
+        state.consecutive_failures = 0
         if state.down:
             state.down = False
             log.info("upstream %s answers again", state.upstream)
@@ -370,13 +372,13 @@ class Forwarder:
         while state.down and not self._closed:
             state.health_checks += 1
             if await self.probe(state.upstream):
-                state.fails = 0
+                state.consecutive_failures = 0
                 if state.down:
                     state.down = False
                     log.info("upstream %s is healthy again", state.upstream)
                 return
             state.health_check_failures += 1
-            state.fails += 1
+            state.consecutive_failures += 1
             await asyncio.sleep(self.health_check_interval)
 
     async def probe(self, upstream: Upstream) -> bool:

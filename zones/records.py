@@ -83,6 +83,9 @@ class Answer(NamedTuple):
     variants: tuple[bytes, ...] = ()  # loadbalance: bodies with the answer records rotated
     chase: str = ""  # a CNAME to a name outside the zones, whose records the server must fetch
     steps: tuple[str, ...] = ()  # autopath: names outside the zones still to walk, in order
+    # The answer is not complete: the server finishes it upstream (``chase`` or ``steps``), so
+    # the fast path leaves it to the slow path. A field, not a property: the fast path reads it.
+    finish_upstream: bool = False
     # Bodies longer than CUTTABLE_BODY: the offset just past each record (answer records, then
     # additional ones), one array per variant (or one for ``body``), so that truncation finds
     # the records that fit by bisection instead of splitting the body on every reply.
@@ -267,7 +270,7 @@ def encode(
         return origin.nodata
     if rrsets.cname and qtype in (A, AAAA) and len(answer) == 1:
         # A CNAME to a name outside the zones: the server finishes the answer upstream.
-        return positive(answer)._replace(chase=rrsets.cname)
+        return positive(answer)._replace(chase=rrsets.cname, finish_upstream=True)
     rotate = origin.loadbalance and qtype in (A, AAAA)
     return positive(answer, additional, name_length, rotate)
 

@@ -71,7 +71,14 @@ class Node(dict[int, Answer]):
     def rrsets(self) -> RRSets:
         return self.view.rrsets(self.selector)
 
-    def __missing__(self, qtype: int) -> Answer:
+    def encode_answer(self, qtype: int) -> Answer:
+        """Encode the answer for ``qtype``, keep it in this node when ``qtype`` is one of
+        :data:`CACHED_QTYPES`, and return it.
+
+        It is also this dict's ``__missing__`` (below): ``node[qtype]``, the hot path's one
+        lookup, encodes and stores an answer the first time a type is asked for. A read that
+        may write: that is the point (no second lookup, no method call on a hit).
+        """
         origin = self.origin
         # Most of the 65,536 types never need the record sets (which a big headless Service
         # rebuilds at some cost): one shared answer of the zone, never kept per type but for
@@ -91,6 +98,8 @@ class Node(dict[int, Answer]):
         if qtype in CACHED_QTYPES:
             self[qtype] = answer
         return answer
+
+    __missing__ = encode_answer
 
 
 class _Fixed:

@@ -109,7 +109,7 @@ class AutoPath:
                         names.from_wire(c) for c in rest
                         if self.zone.lookup(c, qtype) is None and self.upstream(c)
                     )
-                    return positive([])._replace(chase=steps[0], steps=steps)
+                    return positive([])._replace(steps=steps, finish_upstream=True)
                 if found is None or found.rcode == NXDOMAIN:
                     continue
                 if found.rcode == SERVFAIL:  # not synced: let the normal answer say so

@@ -27,7 +27,8 @@ from test_forward_options import (
     wait_for,
 )
 
-from dnsserver.config.corefile import BadValue, CorefileError, UnknownOption
+from dnsserver.config.corefile import BadValue, CorefileError
+from dnsserver.config.directives import UnknownOption
 from dnsserver.plugins.cache import CacheConfig, CacheLimits
 from dnsserver.plugins.forward import Forwarding
 

@@ -17,10 +17,10 @@ from dnsserver.config.corefile import (
     Conflict,
     CorefileError,
     CorefileSyntaxError,
-    UnknownOption,
     UnknownPlugin,
     Unsupported,
 )
+from dnsserver.config.directives import UnknownOption
 from dnsserver.config.settings import (
     COMBINED_LOG_FORMAT,
     CacheConfig,

@@ -24,7 +24,8 @@ import upstream as fake
 from upstream import FakeUpstream
 
 from dnsserver.config import corefile
-from dnsserver.config.corefile import BadValue, CorefileError, UnknownOption, Unsupported
+from dnsserver.config.corefile import BadValue, CorefileError, Unsupported
+from dnsserver.config.directives import UnknownOption
 from dnsserver.plugins.forward import ForwardConfig, Forwarding, ForwardPolicy, build
 from dnsserver.serve import wire
 

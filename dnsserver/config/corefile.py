@@ -35,14 +35,12 @@ always warnings. :func:`parse` and :func:`load` log the warnings;
 from __future__ import annotations
 
 import glob
-import ipaddress
 import logging
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from dnsserver.config import directives
 from dnsserver.config.directives import (
@@ -54,17 +52,10 @@ from dnsserver.config.directives import (
     Directive,
     ParseContext,
     Token,
-    UnknownOption,
     UnknownPlugin,
     Unsupported,
-    arity,
-    duration,
-    integer,
 )
 from dnsserver.config.settings import (
-    COMBINED_LOG_FORMAT,
-    COMMON_LOG_FORMAT,
-    LOG_CLASSES,
     ROOT_ZONE,
     Config,
     ConfigError,
@@ -74,11 +65,23 @@ from dnsserver.config.settings import (
     ReloadConfig,
     StubDomain,
     name_in_zone,
-    split_host_port,
+)
+from dnsserver.plugins import (
+    autopath,
+    bind,
+    errors,
+    health,
+    hosts,
+    kubernetes,
+    loadbalance,
+    loop,
+    reload,
+    rewrite,
+    template,
 )
 from dnsserver.plugins import cache as cache_plugin
-from dnsserver.plugins import errors, hosts, loop, rewrite, template
 from dnsserver.plugins import forward as forward_plugin
+from dnsserver.plugins import log as query_log
 from dnsserver.plugins.cache import CacheConfig
 from dnsserver.plugins.chain import PluginOptions
 from dnsserver.plugins.errors import ErrorsOptions
@@ -617,118 +620,36 @@ class _Builder:
 
     # -- values
 
-    def options(self, directive: Directive, plugin: str,
-                handlers: Mapping[str, Callable[[Directive], None]],
-                *, unsupported: tuple[str, ...] = (), ignored: tuple[str, ...] = ()) -> None:
-        """Run the handler of each option in ``directive``'s block."""
-        for option in directive.body or ():
-            name = option.name.text
-            if option.body is not None:
-                raise BadValue.at(option.name, f"{plugin} {name}: takes no block")
-            if name in handlers:
-                handlers[name](option)
-            elif name in unsupported:
-                self.soft(Unsupported.at(option.name, f"{plugin}: option {name!r} is not "
-                                         "supported"))
-            elif name in ignored:
-                self.warn(option.name, f"{plugin}: option {name!r} has no effect here; ignored")
-            else:
-                self.soft(UnknownOption.at(option.name, f"{plugin}: unknown option {name!r}"))
+    def context(self, block: _Block) -> ParseContext:
+        """What a plugin's parser gets: the block's zones, ``--lenient``, the warnings."""
+        return ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
 
-    # -- plugins
+    # -- plugins: each parsed by its own module; here only what spans blocks
 
     def kubernetes(self, directive: Directive, block: _Block) -> None:
-        """``kubernetes [ZONES...] { … }``: the cluster zones (the block's by default)."""
-        zones = (directives.zone_list(directive.args, "kubernetes", refuse_duplicates=True)
-                 or block.zones)
-        unreachable = [z for z in zones if not any(name_in_zone(z, b) for b in block.zones)]
-        if unreachable:  # CoreDNS hands this block only names in its zones
-            self.warn(directive.name, f"kubernetes: {', '.join(unreachable)} outside the server "
-                      f"block's zones ({', '.join(block.zones)}) will not be served")
-            zones = tuple(z for z in zones if z not in unreachable)
-        cluster = tuple(z for z in zones if not _is_reverse(z))
-        if ROOT_ZONE in cluster:
-            raise BadValue.at(directive.name, "kubernetes: the root zone cannot be the cluster "
-                              "zone; name it, e.g. 'kubernetes cluster.local in-addr.arpa "
-                              "ip6.arpa'")
-        if not cluster:
-            raise BadValue.at(directive.name, "kubernetes: needs a zone that is not a reverse zone")
+        """``kubernetes`` (:func:`dnsserver.plugins.kubernetes.parse`) fills the Config's
+        cluster fields."""
+        options = kubernetes.parse(directive, self.context(block))
         draft = self.draft
-        draft.zones = cluster
-        draft.reverse_zones = tuple(z for z in zones if _is_reverse(z))
-        what = "kubernetes"
-
-        def endpoint(option: Directive) -> None:
-            urls = arity(option, f"{what} endpoint", 1, None)
-            parts = urlsplit(urls[0].text)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise BadValue.at(urls[0], f"{what} endpoint: {urls[0].text!r} is not an "
-                                  "http(s) URL")
-            if len(urls) > 1:
-                self.warn(urls[1], f"{what} endpoint: only the first URL is used")
-            draft.kube_endpoint = urls[0].text
-
-        def tls(option: Directive) -> None:
-            cert, key, ca = arity(option, f"{what} tls", 3, 3)
-            draft.kube_tls = KubeTLS(Path(cert.text), Path(key.text), Path(ca.text))
-
-        def kubeconfig(option: Directive) -> None:
-            args = arity(option, f"{what} kubeconfig", 1, 2)
-            draft.kubeconfig = Path(args[0].text)
-            draft.context = args[1].text if len(args) > 1 else None
-
-        def namespaces(option: Directive) -> None:
-            names = arity(option, f"{what} namespaces", 1, None)
-            for token in names:
-                if not _NAMESPACE.match(token.text):
-                    raise BadValue.at(token, f"{what} namespaces: {token.text!r} is not a "
-                                      "namespace name")
-            draft.namespaces = tuple(dict.fromkeys((*draft.namespaces, *(t.text for t in names))))
-
-        def pods(option: Directive) -> None:
-            (mode,) = arity(option, f"{what} pods", 1, 1)
-            try:
-                draft.pods = PodsMode(mode.text)
-            except ValueError:
-                raise BadValue.at(mode, f"{what} pods: {mode.text!r} is not one of disabled, "
-                                  "insecure, verified") from None
-
-        def ttl(option: Directive) -> None:
-            (value,) = arity(option, f"{what} ttl", 1, 1)
-            draft.ttl = integer(value, f"{what} ttl", 0, 3600)
-
-        def fallthrough(option: Directive) -> None:
-            draft.fallthrough = True
-            draft.fallthrough_zones = directives.zone_list(option.args, f"{what} fallthrough",
-                                                           refuse_duplicates=True)
-
-        def startup_timeout(option: Directive) -> None:
-            (value,) = arity(option, f"{what} startup_timeout", 1, 1)
-            draft.startup_timeout = duration(value, f"{what} startup_timeout")
-            if draft.startup_timeout <= 0:  # CoreDNS cannot start with it either
-                raise BadValue.at(value, f"{what} startup_timeout: must be more than 0")
-
-        self.options(directive, what, {
-            "endpoint": endpoint, "tls": tls, "kubeconfig": kubeconfig,
-            "namespaces": namespaces, "pods": pods,
-            "ttl": ttl, "fallthrough": fallthrough, "startup_timeout": startup_timeout,
-        }, unsupported=("labels", "namespace_labels", "noendpoints", "ignore", "transfer",
-                        "multicluster", "zonal", "endpoint_pod_names", "apiserver_qps",
-                        "apiserver_burst", "apiserver_max_inflight"),
-)
+        draft.zones = options.zones
+        draft.reverse_zones = options.reverse_zones
+        draft.ttl = options.ttl
+        draft.pods = options.pods
+        draft.kubeconfig = options.kubeconfig
+        draft.context = options.context
+        draft.kube_endpoint = options.endpoint
+        draft.kube_tls = options.tls
+        draft.namespaces = options.namespaces
+        draft.fallthrough = options.fallthrough
+        draft.fallthrough_zones = options.fallthrough_zones
+        draft.startup_timeout = options.startup_timeout
 
     def autopath(self, directive: Directive, block: _Block) -> None:
-        """``autopath [ZONES...] @kubernetes``: the search path from the client pod."""
-        args = arity(directive, "autopath", 1, None)
-        source = args[-1]
-        self.draft.autopath_zones = [(zone, token) for token in args[:-1]
-                                     for zone in directives.zones(token, "autopath")]
-        if source.text != "@kubernetes":
-            kind = "plugin" if source.text.startswith("@") else "resolv.conf"
-            raise Unsupported.at(source, f"autopath: only '@kubernetes' is supported, not the "
-                                 f"{kind} {source.text!r}")
-        self.options(directive, "autopath", {})
-        self.draft.autopath = directive.name
+        """``autopath`` (:func:`dnsserver.plugins.autopath.parse`); its zones are checked
+        against the cluster's in :meth:`assemble`."""
+        options = autopath.parse(directive, self.context(block))
+        self.draft.autopath_zones = list(options.zones)
+        self.draft.autopath = options.directive
 
     def forward(self, directive: Directive, block: _Block) -> None:
         """``forward FROM TO... { … }`` (:func:`~dnsserver.plugins.forward.parse_forward`).
@@ -736,8 +657,7 @@ class _Builder:
         The block's forward lines form one chain (CoreDNS tries them in order): every line
         carries the others, and a FROM already routed in this block adds no route of its own.
         """
-        context = ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
-        line = forward_plugin.parse_forward(directive, context)
+        line = forward_plugin.parse_forward(directive, self.context(block))
         chain = (*block.forwards[0][1].chain, line) if block.forwards else (line,)
         block.forwards[:] = [
             (zones, replace(forward, before=chain[:len(forward.before)],
@@ -755,131 +675,64 @@ class _Builder:
 
     def cache(self, directive: Directive, block: _Block) -> None:
         """``cache [TTL] [ZONES...] { … }`` (:func:`~dnsserver.plugins.cache.parse_cache`)."""
-        context = ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
-        block.cache = cache_plugin.parse_cache(directive, context)
+        block.cache = cache_plugin.parse_cache(directive, self.context(block))
 
     def health(self, directive: Directive, block: _Block) -> None:
-        """``health [ADDRESS] { lameduck DURATION }``."""
-        args = arity(directive, "health", 0, 1)
-        address = _http_address(args[0], "health") if args else HealthConfig().address
-        lameduck = 0.0
-
-        def set_lameduck(option: Directive) -> None:
-            nonlocal lameduck
-            (value,) = arity(option, "health lameduck", 1, 1)
-            lameduck = duration(value, "health lameduck")
-
-        self.options(directive, "health", {"lameduck": set_lameduck})
-        self.process_wide("health", HealthConfig(address, lameduck), directive.name)
+        """``health`` (:func:`dnsserver.plugins.health.parse_health`); one per process."""
+        options = health.parse_health(directive, self.context(block))
+        self.process_wide("health", options, directive.name)
 
     def ready(self, directive: Directive, block: _Block) -> None:
-        """``ready [ADDRESS]``: ``/ready`` once the cluster is synced."""
-        args = arity(directive, "ready", 0, 1)
-
-        def monitor(option: Directive) -> None:
-            (mode,) = arity(option, "ready monitor", 1, 1)
-            if mode.text not in ("until-ready", "continuously"):
-                raise BadValue.at(mode, f"ready monitor: {mode.text!r} is not until-ready or "
-                                  "continuously")
-            # Either mode gives the same answers here: /ready is worked out on every request,
-            # and once synced the cluster stays ready (the last state is served while the API
-            # is away), so "until-ready" never has a later state to stop watching.
-
-        self.options(directive, "ready", {"monitor": monitor})
-        address = _http_address(args[0], "ready") if args else ":8181"
-        self.process_wide("ready_address", address, directive.name)
+        """``ready`` (:func:`dnsserver.plugins.health.parse_ready`); one per process."""
+        options = health.parse_ready(directive, self.context(block))
+        self.process_wide("ready_address", options.address, directive.name)
 
     def prometheus(self, directive: Directive, block: _Block) -> None:
-        """``prometheus [ADDRESS]``: CoreDNS's default is localhost:9153."""
-        args = arity(directive, "prometheus", 0, 1)
-        self.options(directive, "prometheus", {})
-        address = _http_address(args[0], "prometheus") if args else "localhost:9153"
-        self.process_wide("prometheus_address", address, directive.name)
+        """``prometheus`` (:func:`dnsserver.plugins.health.parse_prometheus`); one per
+        process."""
+        options = health.parse_prometheus(directive, self.context(block))
+        self.process_wide("prometheus_address", options.address, directive.name)
 
     def errors(self, directive: Directive, block: _Block) -> None:
         """``errors`` (:func:`dnsserver.plugins.errors.parse`); one per process, like log."""
-        context = ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
-        self.process_wide("errors", errors.parse(directive, context), directive.name)
+        self.process_wide("errors", errors.parse(directive, self.context(block)), directive.name)
 
     def reload(self, directive: Directive, block: _Block) -> None:
-        """``reload [INTERVAL [JITTER]]``: 30s and 15s; at least 2s and 1s; jitter ≤ half."""
-        args = arity(directive, "reload", 0, 2)
-        self.options(directive, "reload", {})
-        interval = duration(args[0], "reload interval") if args else 30.0
-        jitter = duration(args[1], "reload jitter") if len(args) > 1 else 15.0
-        if interval < 2:
-            raise BadValue.at(args[0], "reload: the interval must be at least 2s")
-        if jitter < 1:
-            raise BadValue.at(args[1], "reload: the jitter must be at least 1s")
-        if jitter > interval / 2:
-            self.warn(directive.name, f"reload: jitter {jitter:g}s is over half the interval; "
-                      f"using {interval / 2:g}s")
-            jitter = interval / 2
-        self.process_wide("reload", ReloadConfig(interval, jitter), directive.name)
+        """``reload`` (:func:`dnsserver.plugins.reload.parse`); one per process."""
+        self.process_wide("reload", reload.parse(directive, self.context(block)),
+                          directive.name)
 
     def loadbalance(self, directive: Directive, block: _Block) -> None:
-        """``loadbalance [round_robin]``: shuffle A/AAAA/MX, CNAMEs first."""
-        args = directive.args
-        if args and args[0].text == "weighted":
-            self.soft(Unsupported.at(args[0], "loadbalance: weighted is not supported"))
-            return
-        arity(directive, "loadbalance", 0, 1)
-        if args and args[0].text != "round_robin":
-            raise BadValue.at(args[0], f"loadbalance: {args[0].text!r} is not round_robin")
-        self.options(directive, "loadbalance", {}, unsupported=("prefer",))
-        self.draft.loadbalance = True
+        """``loadbalance`` (:func:`dnsserver.plugins.loadbalance.parse`)."""
+        if loadbalance.parse(directive, self.context(block)) is not None:
+            self.draft.loadbalance = True
 
     def chained(self, directive: Directive, block: _Block) -> None:
         """A plugin of the slow path's chain: its own module parses its options."""
-        context = ParseContext(block.zones, lenient=self.lenient, warnings=self.warnings)
-        options = CHAIN_PARSERS[directive.name.text](directive, context)
+        options = CHAIN_PARSERS[directive.name.text](directive, self.context(block))
         if options is not None:
             self.draft.chain.append(options)
 
     def log(self, directive: Directive, block: _Block) -> None:
-        """``log [NAMES...] [FORMAT] { class CLASSES... }``; blocks' log zones add up."""
-        args = list(directive.args)
-        log_format = COMMON_LOG_FORMAT
-        if args and "{" in args[-1].text:
-            last = args.pop().text
-            log_format = {"{common}": COMMON_LOG_FORMAT,
-                          "{combined}": COMBINED_LOG_FORMAT}.get(last, last)
-        zones = directives.zone_list(args, "log", refuse_duplicates=True) or block.zones
-        classes: tuple[str, ...] = ("all",)
-
-        def set_classes(option: Directive) -> None:
-            nonlocal classes
-            values = arity(option, "log class", 1, None)
-            for token in values:
-                if token.text not in LOG_CLASSES:
-                    raise BadValue.at(token, f"log class: {token.text!r} is not one of "
-                                      f"{', '.join(LOG_CLASSES)}")
-            names = tuple(dict.fromkeys(t.text for t in values))
-            classes = ("all",) if "all" in names else names
-
-        self.options(directive, "log", {"class": set_classes})
+        """``log`` (:func:`dnsserver.plugins.log.parse`); blocks' log zones add up, and every
+        block must log the same format and classes."""
+        options = query_log.parse(directive, self.context(block))
+        zones = options.zones
         current = self.draft.log
         if current is not None:
-            if (current.format, current.classes) != (log_format, classes):
+            if (current.format, current.classes) != (options.format, options.classes):
                 raise Conflict.at(directive.name, "log: every server block must log the same "
                                   "format and classes")
             zones = tuple(dict.fromkeys(current.zones + zones))
         if ROOT_ZONE in zones:
             zones = (ROOT_ZONE,)
-        self.draft.log = LogConfig(zones, log_format, classes)
+        self.draft.log = replace(options, zones=zones)
 
     def bind(self, directive: Directive, block: _Block) -> None:
-        """``bind ADDRESS...``: listen on these IP addresses instead of 0.0.0.0."""
-        addresses = arity(directive, "bind", 1, None)
-        for token in addresses:
-            try:
-                host = str(ipaddress.ip_address(token.text))
-            except ValueError:
-                raise BadValue.at(token, f"bind: {token.text!r} is not an IP address (interface "
-                                  "names are not supported)") from None
+        """``bind`` (:func:`dnsserver.plugins.bind.parse`): a block's addresses add up."""
+        for host in bind.parse(directive, self.context(block)).addresses:
             if host not in block.binds:
                 block.binds.append(host)
-        self.options(directive, "bind", {}, unsupported=("except",))
 
 
 PLUGINS: dict[str, _Handler] = {
@@ -899,21 +752,3 @@ PLUGINS: dict[str, _Handler] = {
 }
 MAIN_ONLY = frozenset({"kubernetes", "autopath", "rewrite", "template", "hosts"})
 REPEATABLE = frozenset({"forward", "bind", "template", "rewrite"})
-
-
-# -- value helpers -------------------------------------------------------------------------
-
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def _http_address(token: Token, what: str) -> str:
-    try:
-        split_host_port(token.text)
-    except ConfigError as exc:
-        raise BadValue.at(token, f"{what}: {exc}") from None
-    return token.text
-
-
-def _is_reverse(zone: str) -> bool:
-    return any(zone == suffix or zone.endswith("." + suffix)
-               for suffix in ("in-addr.arpa", "ip6.arpa"))

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from dnsserver.config import directives
+from dnsserver.config.directives import Directive, ParseContext, Token, Unsupported, arity
 from zones import names
 from zones.records import (
     CNAME,
@@ -39,6 +42,29 @@ from zones.records import (
 from zones.zone import Zone
 
 CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AutopathOptions:
+    """``autopath [ZONES...] @kubernetes``: the zones (the cluster's by default), each with the
+    argument it came from, checked against the cluster zones once every block is read."""
+
+    zones: tuple[tuple[str, Token], ...]
+    directive: Token  # where autopath was turned on
+
+
+def parse(directive: Directive, context: ParseContext) -> AutopathOptions:
+    """``autopath [ZONES...] @kubernetes``: the search path from the client pod."""
+    args = arity(directive, "autopath", 1, None)
+    source = args[-1]
+    zones = tuple((zone, token) for token in args[:-1]
+                  for zone in directives.zones(token, "autopath"))
+    if source.text != "@kubernetes":
+        kind = "plugin" if source.text.startswith("@") else "resolv.conf"
+        raise Unsupported.at(source, f"autopath: only '@kubernetes' is supported, not the "
+                             f"{kind} {source.text!r}")
+    directives.options(directive, context, "autopath", {})
+    return AutopathOptions(zones, directive.name)
 
 
 class AutoPath:

@@ -3,6 +3,13 @@
     10.244.0.5:50759 - 29008 "A IN kubernetes.default.svc.cluster.local. udp 54 false 512"
         NOERROR qr,aa,rd 106 0.000123s       (one line)
 
+Its directive, read by :func:`parse` (server blocks' log zones add up in the Corefile's
+builder, which requires them all to log the same format and classes)::
+
+    log [NAMES...] [FORMAT] {     # the block's zones; {common}, {combined} or a format
+        class CLASSES...          # success, denial, error, all (the default)
+    }
+
 Only built when the query log is on; then each query is parsed again here (the slow path),
 so a server without ``log`` does no per-query work for it.
 """
@@ -12,7 +19,15 @@ from __future__ import annotations
 import logging
 import re
 
-from dnsserver.config.settings import LogConfig, name_in_zone
+from dnsserver.config import directives
+from dnsserver.config.directives import BadValue, Directive, ParseContext, arity
+from dnsserver.config.settings import (
+    COMBINED_LOG_FORMAT,
+    COMMON_LOG_FORMAT,
+    LOG_CLASSES,
+    LogConfig,
+    name_in_zone,
+)
 from dnsserver.serve import wire
 from dnsserver.serve.metrics import NAMED_TYPES, RCODES
 from zones import names
@@ -81,3 +96,28 @@ def _response_class(rcode: int, reply: bytes | None) -> str:
     if rcode == 0 and reply is not None:
         return "success" if int.from_bytes(reply[6:8], "big") else "denial"
     return "error"
+
+
+def parse(directive: Directive, context: ParseContext) -> LogConfig:
+    """``log [NAMES...] [FORMAT] { class CLASSES... }``: one server block's query log."""
+    args = list(directive.args)
+    log_format = COMMON_LOG_FORMAT
+    if args and "{" in args[-1].text:
+        last = args.pop().text
+        log_format = {"{common}": COMMON_LOG_FORMAT,
+                      "{combined}": COMBINED_LOG_FORMAT}.get(last, last)
+    zones = directives.zone_list(args, "log", refuse_duplicates=True) or context.zones
+    classes: tuple[str, ...] = ("all",)
+
+    def set_classes(option: Directive) -> None:
+        nonlocal classes
+        values = arity(option, "log class", 1, None)
+        for token in values:
+            if token.text not in LOG_CLASSES:
+                raise BadValue.at(token, f"log class: {token.text!r} is not one of "
+                                  f"{', '.join(LOG_CLASSES)}")
+        named = tuple(dict.fromkeys(t.text for t in values))
+        classes = ("all",) if "all" in named else named
+
+    directives.options(directive, context, "log", {"class": set_classes})
+    return LogConfig(zones, log_format, classes)

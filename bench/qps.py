@@ -14,6 +14,9 @@ and writes JSON to ``bench/results/``.
 
 The figure of merit is the ratio of our QPS to knotd's (a compiled server with recvmmsg batching
 on the same machine, the same core budget, the same load generator); the target is 0.45.
+``--forms`` runs our server in more forms side by side: bound to 0.0.0.0 (``all``), and with
+kubeadm's Corefile bound to 127.0.0.1 (``kubeadm``) or, as it is deployed, to every address
+(``kubeadm-all``, ``.:PORT``); each form's QPS is compared with the bare 127.0.0.1 one.
 Both servers' CPU use is read from /proc during the run: a server near 100% of its core is
 saturated, so its QPS is its capacity, not the load generator's. When dnsperf's own core is
 near 100%, the QPS is the client's limit and the ratio understates the faster server's lead.
@@ -54,6 +57,16 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 ZONE = "cluster.local"
 TARGET_RATIO = 0.45
+TARGET_ALL_ADDRESSES = 0.9  # bound to every address, against bound to 127.0.0.1
+KUBEADM_COREFILE = REPO / "tests" / "data" / "corefiles" / "kubeadm.Corefile"
+# --forms: how our server is started -> its name in the tables. ``ours`` (127.0.0.1, flags only)
+# is what the other forms are compared with.
+FORMS = {
+    "loopback": "ours",
+    "all": "ours 0.0.0.0",
+    "kubeadm": "kubeadm 127.0.0.1",
+    "kubeadm-all": "kubeadm .:PORT",
+}
 PRESETS = {"a": "A", "mix": "A:60,AAAA:10,SRV:20,NX:10"}
 QTYPES = ("A", "AAAA", "SRV", "NX")
 SAMPLE_QUERIES = 200
@@ -216,10 +229,42 @@ def running(argv: list[str], log: Path, *, cwd: Path | None = None
                     process.wait(timeout=10)
 
 
-def our_server(manifests: Path, port: int, cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu), sys.executable, "-m", "dnsserver", "serve",
-            "--manifests", str(manifests), "--listen", f"127.0.0.1:{port}",
-            "--log-level", "warning"]
+def our_server(manifests: Path, port: int, cpu: int, form: str = "loopback",
+               work: Path | None = None, upstream: str = "") -> list[str]:
+    """The command line of our server in one of :data:`FORMS`; the kubeadm forms write their
+    Corefile into ``work`` and forward to ``upstream``."""
+    argv = ["taskset", "-c", str(cpu), sys.executable, "-m", "dnsserver", "serve",
+            "--manifests", str(manifests), "--log-level", "warning"]
+    if form == "loopback":
+        return [*argv, "--listen", f"127.0.0.1:{port}"]
+    if form == "all":
+        return [*argv, "--listen", f"0.0.0.0:{port}"]
+    if form not in ("kubeadm", "kubeadm-all") or work is None:
+        raise ValueError(f"--forms: {form!r} is not one of {', '.join(FORMS)}")
+    corefile = work / f"{form}.Corefile"
+    bind = "127.0.0.1" if form == "kubeadm" else None
+    corefile.write_text(kubeadm_corefile(port, bind=bind, upstream=upstream), encoding="utf-8")
+    return [*argv, "--corefile", str(corefile)]
+
+
+def kubeadm_corefile(port: int, *, bind: str | None = None, upstream: str = "") -> str:
+    """kubeadm's Corefile on ``port`` (every address unless ``bind``), as deployed but for what
+    must stay on this machine: health, ready and metrics on free loopback ports, and ``forward``
+    to ``upstream`` (the bare server of the run: it refuses names outside the cluster at once,
+    as ExternalName targets outside it are chased upstream) instead of /etc/resolv.conf."""
+    text = KUBEADM_COREFILE.read_text(encoding="utf-8")
+    replacements = {
+        ".:53 {\n": f".:{port} {{\n" + (f"    bind {bind}\n" if bind else ""),
+        "    health {": f"    health 127.0.0.1:{free_port()} {{",
+        "    ready\n": f"    ready 127.0.0.1:{free_port()}\n",
+        "prometheus :9153": f"prometheus 127.0.0.1:{free_port()}",
+        "forward . /etc/resolv.conf": f"forward . {upstream or f'127.0.0.1:{free_port()}'}",
+    }
+    for old, new in replacements.items():
+        if text.count(old) != 1:
+            raise BenchError(f"{KUBEADM_COREFILE}: expected one {old!r}")
+        text = text.replace(old, new)
+    return text
 
 
 def knot_config(directory: Path, port: int, zone_files: Sequence[zonefile.ZoneFile]) -> Path:
@@ -272,11 +317,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def dnsperf(port: int, query_file: Path, load: Load, cpu: int, *, passes: int = 0) -> str:
-    """Run dnsperf for ``load.duration`` seconds (or ``passes`` times over the file); its output."""
+def dnsperf(port: int, query_file: Path, load: Load, cpu: int, *, passes: int = 0,
+            flags: Sequence[str] = ()) -> str:
+    """Run dnsperf for ``load.duration`` seconds (or ``passes`` times over the file); its output.
+    ``flags`` are more dnsperf options (``-e``: EDNS0)."""
     argv = ["taskset", "-c", str(cpu), "dnsperf", "-s", "127.0.0.1", "-p", str(port),
             "-d", str(query_file), "-c", str(load.clients), "-q", str(load.outstanding),
-            "-T", str(load.threads), "-t", str(load.timeout)]
+            "-T", str(load.threads), "-t", str(load.timeout), *flags]
     argv += ["-n", str(passes)] if passes else ["-l", str(load.duration)]
     if load.max_qps:
         argv += ["-Q", str(load.max_qps)]
@@ -312,6 +359,8 @@ def parse_dnsperf(text: str, result: RunResult) -> None:
     result.lost = int(number(r"Queries lost:\s+(\d+)"))
     result.lost_percent = 100.0 * result.lost / result.sent if result.sent else 0.0
     result.qps = number(r"Queries per second:\s+([\d.]+)")
+    if not result.completed:  # no answer at all: dnsperf prints no latencies
+        return
     result.avg_latency_ms = 1000 * number(r"Average Latency \(s\):\s+([\d.]+)")
     result.max_latency_ms = 1000 * number(r"Average Latency \(s\):.*max ([\d.]+)")
     result.latency_stddev_ms = 1000 * number(r"Latency StdDev \(s\):\s+([\d.]+)")
@@ -321,14 +370,14 @@ def parse_dnsperf(text: str, result: RunResult) -> None:
             result.response_codes[code] = int(count)
 
 
-def measure(name: str, pid: int, port: int, query_file: Path, load: Load, client_cpu: int
-            ) -> RunResult:
+def measure(name: str, pid: int, port: int, query_file: Path, load: Load, client_cpu: int,
+            *, flags: Sequence[str] = ()) -> RunResult:
     """One timed dnsperf run, with the CPU time of the server, dnsperf and everything else."""
     result = RunResult(name)
     cpu_before, client_before = cpu_seconds(pid), _children_cpu()
     busy_before = machine_busy_seconds()
     started = time.monotonic()
-    output = dnsperf(port, query_file, load, client_cpu)
+    output = dnsperf(port, query_file, load, client_cpu, flags=flags)
     elapsed = time.monotonic() - started
     server = cpu_seconds(pid) - cpu_before
     client = _children_cpu() - client_before
@@ -383,6 +432,7 @@ class Server:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     shape = gencluster.Shape(args.services, args.namespaces, args.endpoints, args.pods, args.seed)
     weights = parse_qtypes(args.qtypes)
+    forms = parse_forms(args.forms)
     if args.rounds < 1 or args.duration <= 0 or args.clients < 1 or args.outstanding < 1:
         raise BenchError("--rounds, --duration, --clients and --outstanding must be positive")
     load = Load(args.duration, args.clients, args.outstanding, args.threads, args.timeout,
@@ -405,12 +455,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _say(f"cluster: {cluster.summary()} ({time.monotonic() - started:.1f} s); "
              f"{len(lines)} queries ({args.qtypes})")
         with contextlib.ExitStack() as stack:
-            servers = _start_servers(args, stack, cluster, work)
+            servers = _start_servers(args, stack, cluster, work, forms)
             answers = {}
             for server in servers:
                 # One pass over the queries first: our answers are encoded on first use.
                 dnsperf(server.port, query_file, load, args.client_cpu, passes=1)
-                answers[server.name] = sample_answers(server.port, sample)
+                if server.name in ("ours", "knotd"):
+                    answers[server.name] = sample_answers(server.port, sample)
             # Both servers are up (the idle one costs nothing); alternating rounds spread
             # whatever else the machine does over both.
             for round_number in range(1, args.rounds + 1):
@@ -432,6 +483,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rounds_qps": {s.name: [round(r.qps) for r in s.rounds] for s in servers},
             "target_ratio": TARGET_RATIO,
         }
+        report["forms"] = form_ratios(report["runs"])
         if len(answers) == 2:
             report["answers"] = _compare(answers["ours"], answers["knotd"])
         runs = report["runs"]
@@ -450,22 +502,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _start_servers(args: argparse.Namespace, stack: contextlib.ExitStack,
-                   cluster: gencluster.Cluster, work: Path) -> list[Server]:
-    """Start ours and knotd, both pinned to ``--server-cpu``; return once both answer."""
-    servers = []
-    if not args.skip_ours:
-        port = free_port()
-        argv = our_server(work / "manifests", port, args.server_cpu)
-        servers.append(Server("ours", stack.enter_context(
-            running(argv, work / "ours.log", cwd=REPO)), port))
-    zone_files = _zone_files(cluster, work, reverse=not args.no_reverse)  # while ours loads
-    if not args.skip_knot:
-        port = free_port()
-        config = knot_config(work / "knot", port, zone_files)
-        argv = ["taskset", "-c", str(args.server_cpu), "knotd", "-c", str(config)]
-        servers.append(Server("knotd", stack.enter_context(
-            running(argv, work / "knot.log")), port))
+def parse_forms(spec: str) -> list[str]:
+    """``loopback,all,kubeadm-all`` -> the forms, ``loopback`` first (the others' yardstick)."""
+    forms = [f.strip().lower() for f in spec.split(",") if f.strip()]
+    unknown = [f for f in forms if f not in FORMS]
+    if unknown or not forms:
+        raise ValueError(f"--forms: give some of {', '.join(FORMS)} (not {', '.join(unknown)})")
+    return ["loopback", *[f for f in dict.fromkeys(forms) if f != "loopback"]]
+
+
+def form_ratios(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each of our other forms against the bare 127.0.0.1 one: QPS and CPU-per-query ratios."""
+    base = runs.get(FORMS["loopback"])
+    ratios = {}
+    for name, run in runs.items():
+        if name in (FORMS["loopback"], "knotd") or not base or not base["qps"]:
+            continue
+        per_query = run["server_cpu_us_per_query"]
+        ratios[name] = {
+            "qps": run["qps"] / base["qps"],
+            "cpu_per_query": base["server_cpu_us_per_query"] / per_query if per_query else 0.0,
+        }
+    return ratios
+
+
+def start_ours(stack: contextlib.ExitStack, work: Path, form: str, cpu: int,
+               upstream: str = "") -> Server:
+    """Our server in ``form`` on a free port, pinned to ``cpu``; not yet answering."""
+    port = free_port()
+    argv = our_server(work / "manifests", port, cpu, form, work, upstream)
+    log = work / f"{form}.log"
+    return Server(FORMS[form], stack.enter_context(running(argv, log, cwd=REPO)), port)
+
+
+def start_forms(stack: contextlib.ExitStack, work: Path, forms: Sequence[str], cpu: int
+                ) -> list[Server]:
+    """Our server in each of ``forms`` (``loopback`` first): the kubeadm forms forward to it."""
+    servers = [start_ours(stack, work, forms[0], cpu)]
+    upstream = f"127.0.0.1:{servers[0].port}"
+    return servers + [start_ours(stack, work, form, cpu, upstream) for form in forms[1:]]
+
+
+def wait_answering(servers: Sequence[Server], timeout: float) -> None:
     waiting = list(servers)
     while waiting:
         for server in list(waiting):
@@ -473,9 +551,26 @@ def _start_servers(args: argparse.Namespace, stack: contextlib.ExitStack,
                 server.startup = time.monotonic() - server.started
                 waiting.remove(server)
                 _say(f"{server.name}: answering {server.startup:.1f} s after start")
-            elif time.monotonic() - server.started > args.startup_timeout:
-                raise BenchError(f"{server.name}: no answer within {args.startup_timeout:.0f} s")
+            elif time.monotonic() - server.started > timeout:
+                raise BenchError(f"{server.name}: no answer within {timeout:.0f} s")
         time.sleep(0.05)
+
+
+def _start_servers(args: argparse.Namespace, stack: contextlib.ExitStack,
+                   cluster: gencluster.Cluster, work: Path, forms: Sequence[str]) -> list[Server]:
+    """Start ours (in each form) and knotd, all pinned to ``--server-cpu``; return once all
+    answer."""
+    servers = []
+    if not args.skip_ours:
+        servers += start_forms(stack, work, forms, args.server_cpu)
+    zone_files = _zone_files(cluster, work, reverse=not args.no_reverse)  # while ours loads
+    if not args.skip_knot:
+        port = free_port()
+        config = knot_config(work / "knot", port, zone_files)
+        argv = ["taskset", "-c", str(args.server_cpu), "knotd", "-c", str(config)]
+        servers.append(Server("knotd", stack.enter_context(
+            running(argv, work / "knot.log")), port))
+    wait_answering(servers, args.startup_timeout)
     return servers
 
 
@@ -572,6 +667,13 @@ def table(report: dict[str, Any]) -> str:
     if "ratio_per_cpu" in report:
         lines.append(f"ratio of CPU per query, knotd/ours: {report['ratio_per_cpu']:.3f} "
                      "(the ratio if both servers had a full core to themselves)")
+    for name, ratio in report.get("forms", {}).items():
+        line = (f"ratio {name}/ours: {ratio['qps']:.3f} (CPU per query, ours/{name}: "
+                f"{ratio['cpu_per_query']:.3f})")
+        if name == FORMS["all"]:
+            verdict = "met" if ratio["qps"] >= TARGET_ALL_ADDRESSES else "NOT met"
+            line += f"; target >= {TARGET_ALL_ADDRESSES}: {verdict}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -606,6 +708,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_group.add_argument("--rounds", type=int, default=1,
                            help="alternate ours/knotd this many times; the median counts (1)")
     run_group.add_argument("--skip-ours", action="store_true")
+    run_group.add_argument("--forms", default="loopback",
+                           help="our server's forms, side by side: loopback (127.0.0.1, always), "
+                                "all (0.0.0.0), kubeadm (its Corefile, bind 127.0.0.1), "
+                                "kubeadm-all (its Corefile as deployed, every address)")
     run_group.add_argument("--skip-knot", action="store_true")
     run_group.add_argument("--no-reverse", action="store_true",
                            help="knotd without the in-addr.arpa and ip6.arpa zones")

@@ -113,7 +113,7 @@ def check(zone_file: ZoneFile) -> tuple[bool, str] | None:
 def _soa(handler: Handler, origin: str) -> dns.rrset.RRset:
     """The SOA record set of ``origin`` as our server answers it."""
     reply = handler.handle(dns.message.make_query(f"{origin}.", "SOA").to_wire())
-    if reply is None:
+    if not isinstance(reply, bytes):
         raise ValueError(f"no answer to {origin} SOA")
     for rrset in dns.message.from_wire(reply).answer:
         if rrset.rdtype == dns.rdatatype.SOA:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,16 +10,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import dns.query
+import dns.rcode
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `bench` is not installed; plain `pytest` does not add the root
     sys.path.insert(0, str(REPO))
 
-from bench import gencluster, qps, zonefile  # noqa: E402
+from bench import costs, gencluster, qps, zonefile  # noqa: E402
 from dnsserver.cluster import manifests  # noqa: E402
+from dnsserver.config import corefile  # noqa: E402
 from dnsserver.serve.handler import Handler  # noqa: E402
 from zones import model  # noqa: E402
 
@@ -125,8 +129,37 @@ def test_knotd_serves_what_we_serve(loaded: list[model.ClusterObject], tmp_path:
     for line in lines:
         name, qtype = line.split()
         reply = handler.handle(dns.message.make_query(name, qtype).to_wire())
-        assert reply is not None
+        assert isinstance(reply, bytes)
         assert qps.describe(dns.message.from_wire(reply)) == theirs[line], line
+
+
+def test_costs_rows_are_answered(tmp_path: Path) -> None:
+    """bench.costs: every row's query gets the answer its label says (no SERVFAIL/REFUSED)."""
+    gencluster.write(gencluster.generate(gencluster.Shape(services=5, seed=3)), tmp_path)
+    (tmp_path / "wide.yaml").write_text(
+        "\n---\n".join(json.dumps(d) for d in costs.wide_service(150)), encoding="utf-8")
+    zone = zonefile.build_zone(manifests.load(tmp_path))
+    handler = Handler(zone)
+    for row in costs.rows(150):
+        name, qtype = row.query.split()
+        wire = handler.handle(dns.message.make_query(name, qtype).to_wire())
+        assert isinstance(wire, bytes), row
+        reply = dns.message.from_wire(wire)
+        rcode = "NXDOMAIN" if "NXDOMAIN" in row.label else "NOERROR"
+        assert dns.rcode.to_text(reply.rcode()) == rcode, row
+        assert bool(reply.answer) == ("NODATA" not in row.label and rcode == "NOERROR"), row
+        assert bool(reply.flags & dns.flags.TC) == ("(TC)" in row.label), row
+
+
+@pytest.mark.parametrize("bind", [None, "127.0.0.1"])
+def test_kubeadm_corefile_forms_are_read(bind: str | None) -> None:
+    text = qps.kubeadm_corefile(5353, bind=bind)
+    config = corefile.parse(text)
+    assert ".:5353 {" in text and "loadbalance" in text and "/etc/resolv.conf" not in text
+    assert config is not None
+    with pytest.raises(ValueError, match="--forms"):
+        qps.parse_forms("loopback,everywhere")
+    assert qps.parse_forms("all,kubeadm-all") == ["loopback", "all", "kubeadm-all"]
 
 
 def test_gencluster_cli(tmp_path: Path) -> None:

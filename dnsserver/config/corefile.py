@@ -52,6 +52,7 @@ from dnsserver.config.directives import (
     Directive,
     ParseContext,
     Token,
+    UnknownOption,
     UnknownPlugin,
     Unsupported,
 )
@@ -60,7 +61,6 @@ from dnsserver.config.settings import (
     Config,
     ConfigError,
     HealthConfig,
-    KubeTLS,
     LogConfig,
     ReloadConfig,
     StubDomain,
@@ -86,6 +86,7 @@ from dnsserver.plugins.cache import CacheConfig
 from dnsserver.plugins.chain import PluginOptions
 from dnsserver.plugins.errors import ErrorsOptions
 from dnsserver.plugins.forward import ForwardConfig
+from dnsserver.plugins.kubernetes import KubernetesOptions
 from zones.model import PodsMode
 
 log = logging.getLogger("dnsserver.corefile")
@@ -388,18 +389,7 @@ class _Block:
 class _Draft:
     """The Config's Corefile-set fields while they are being filled in."""
 
-    zones: tuple[str, ...] = ()
-    reverse_zones: tuple[str, ...] = ()
-    ttl: int = 5
-    pods: PodsMode = PodsMode.DISABLED  # CoreDNS's default; kubeadm says "pods insecure"
-    kubeconfig: Path | None = None
-    context: str | None = None
-    kube_endpoint: str | None = None
-    kube_tls: KubeTLS | None = None
-    namespaces: tuple[str, ...] = ()
-    fallthrough: bool = False
-    fallthrough_zones: tuple[str, ...] = ()
-    startup_timeout: float = 5.0
+    kubernetes: KubernetesOptions = field(default_factory=lambda: KubernetesOptions(()))
     autopath: Token | None = None
     autopath_zones: list[tuple[str, Token]] = field(default_factory=list)
     forward: ForwardConfig | None = None
@@ -433,18 +423,11 @@ class _Builder:
         self.path = path
         self.lenient = lenient
         self.warnings = warnings
+        # Warnings and lenient refusals of the whole file (a plugin's parser gets its block's)
+        self.report = ParseContext((), lenient=lenient, warnings=warnings)
         self.draft = _Draft()
 
     # -- reporting
-
-    def warn(self, token: Token, message: str) -> None:
-        self.warnings.append(CorefileWarning(token.file, token.line, message))
-
-    def soft(self, error: CorefileError) -> None:
-        """Raise ``error``, or keep it as a warning in lenient mode (the part is left out)."""
-        if not self.lenient:
-            raise error
-        self.warnings.append(CorefileWarning(error.path, error.line, f"{error.detail}; ignored"))
 
     # -- blocks
 
@@ -514,10 +497,10 @@ class _Builder:
             name = directive.name.text
             handler = PLUGINS.get(name)
             if handler is None:
-                self.soft(UnknownPlugin.at(directive.name, f"unknown plugin {name!r}"))
+                self.report.soft(UnknownPlugin.at(directive.name, f"unknown plugin {name!r}"))
                 continue
             if name in MAIN_ONLY and not block.main:
-                self.soft(Unsupported.at(directive.name,
+                self.report.soft(Unsupported.at(directive.name,
                                          f"{name} works only in the kubernetes server block"))
                 continue
             if name not in REPEATABLE:
@@ -540,9 +523,9 @@ class _Builder:
                     self.draft.forward = forward
         for block in others:
             if not block.forwards:
-                self.soft(Unsupported.at(block.first, f"server block {block.first.text!r} has no "
-                                         "forward; besides the kubernetes block only forwarding "
-                                         "blocks are served"))
+                self.report.soft(Unsupported.at(
+                    block.first, f"server block {block.first.text!r} has no forward; besides "
+                    "the kubernetes block only forwarding blocks are served"))
             for zones, forward, token in block.forwards:
                 for zone in block.zones if zones == (ROOT_ZONE,) else zones:
                     self.stub(zone, forward, block.cache, token, own_block=True)
@@ -551,17 +534,18 @@ class _Builder:
                 raise Conflict.at(block.first, "bind: every server block must listen where the "
                                   "kubernetes block does")
         for zone, token in self.draft.autopath_zones:
-            if not any(name_in_zone(cluster, zone) for cluster in self.draft.zones):
+            if not any(name_in_zone(cluster, zone) for cluster in self.draft.kubernetes.zones):
                 # The search path it walks is the cluster's; another zone would never match.
                 raise Unsupported.at(token, f"autopath: zone {zone!r} does not hold the "
                                      "kubernetes zone; only such zones are supported")
-        if self.draft.autopath is not None and self.draft.pods is not PodsMode.VERIFIED:
-            self.warn(self.draft.autopath, "autopath needs 'pods verified' in kubernetes to know "
-                      "a client's namespace; without it no search path is expanded")
+        if self.draft.autopath is not None and self.draft.kubernetes.pods is not PodsMode.VERIFIED:
+            self.report.warn(self.draft.autopath, "autopath needs 'pods verified' in kubernetes "
+                             "to know a client's namespace; without it no search path is "
+                             "expanded")
 
     def outside_cluster(self, zone: str, token: Token) -> None:
         """A block for a cluster zone (or below) would take those names from kubernetes."""
-        for cluster in self.draft.zones + self.draft.reverse_zones:
+        for cluster in self.draft.kubernetes.zones + self.draft.kubernetes.reverse_zones:
             if zone != ROOT_ZONE and name_in_zone(zone, cluster):
                 raise Unsupported.at(token, f"forward: a server block for {zone!r} would take "
                                      f"names of the kubernetes zone {cluster!r}; forward them "
@@ -577,21 +561,22 @@ class _Builder:
 
     def config(self, main: _Block) -> Config:
         draft = self.draft
+        cluster = draft.kubernetes  # the Config keeps kubernetes' options as its own fields
         hosts = main.binds or ["0.0.0.0"]
         return Config(
             listen=tuple((host, main.port) for host in hosts),
-            zones=draft.zones,
-            ttl=draft.ttl,
-            pods=draft.pods,
-            kubeconfig=draft.kubeconfig,
-            context=draft.context,
-            reverse_zones=draft.reverse_zones,
-            fallthrough=draft.fallthrough,
-            fallthrough_zones=draft.fallthrough_zones,
-            namespaces=draft.namespaces,
-            kube_endpoint=draft.kube_endpoint,
-            kube_tls=draft.kube_tls,
-            startup_timeout=draft.startup_timeout,
+            zones=cluster.zones,
+            ttl=cluster.ttl,
+            pods=cluster.pods,
+            kubeconfig=cluster.kubeconfig,
+            context=cluster.context,
+            reverse_zones=cluster.reverse_zones,
+            fallthrough=cluster.fallthrough,
+            fallthrough_zones=cluster.fallthrough_zones,
+            namespaces=cluster.namespaces,
+            kube_endpoint=cluster.endpoint,
+            kube_tls=cluster.tls,
+            startup_timeout=cluster.startup_timeout,
             autopath=draft.autopath is not None,
             server_zones=main.zones,
             forward=draft.forward,
@@ -629,20 +614,7 @@ class _Builder:
     def kubernetes(self, directive: Directive, block: _Block) -> None:
         """``kubernetes`` (:func:`dnsserver.plugins.kubernetes.parse`) fills the Config's
         cluster fields."""
-        options = kubernetes.parse(directive, self.context(block))
-        draft = self.draft
-        draft.zones = options.zones
-        draft.reverse_zones = options.reverse_zones
-        draft.ttl = options.ttl
-        draft.pods = options.pods
-        draft.kubeconfig = options.kubeconfig
-        draft.context = options.context
-        draft.kube_endpoint = options.endpoint
-        draft.kube_tls = options.tls
-        draft.namespaces = options.namespaces
-        draft.fallthrough = options.fallthrough
-        draft.fallthrough_zones = options.fallthrough_zones
-        draft.startup_timeout = options.startup_timeout
+        self.draft.kubernetes = kubernetes.parse(directive, self.context(block))
 
     def autopath(self, directive: Directive, block: _Block) -> None:
         """``autopath`` (:func:`dnsserver.plugins.autopath.parse`); its zones are checked
@@ -667,7 +639,7 @@ class _Builder:
         wired = replace(line, before=chain[:-1])
         shadow = wired.shadowed_by()
         if shadow is not None:
-            self.warn(directive.name, f"forward {line.from_zone}: never used: an earlier "
+            self.report.warn(directive.name, f"forward {line.from_zone}: never used: an earlier "
                       f"forward line ({shadow.from_zone}) takes all its names first; CoreDNS "
                       "tries forward lines in order, so put sub-zones first")
         if all(line.from_zone not in zones for zones, _, _ in block.forwards):
@@ -752,3 +724,12 @@ PLUGINS: dict[str, _Handler] = {
 }
 MAIN_ONLY = frozenset({"kubernetes", "autopath", "rewrite", "template", "hosts"})
 REPEATABLE = frozenset({"forward", "bind", "template", "rewrite"})
+
+
+# The errors are defined with the directives' grammar; callers catch them from here too.
+__all__ = [
+    "CHAIN_PARSERS", "DEFAULT_PORT", "MAIN_ONLY", "PLUGINS", "REPEATABLE", "BadValue",
+    "Conflict", "CorefileError", "CorefileSyntaxError", "CorefileWarning", "Parsed",
+    "ServerBlock", "UnknownOption", "UnknownPlugin", "Unsupported", "load",
+    "load_with_warnings", "parse", "parse_with_warnings",
+]

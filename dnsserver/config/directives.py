@@ -175,11 +175,17 @@ def zones(token: Token, what: str) -> tuple[str, ...]:
         network = ipaddress.ip_network(text, strict=True)
     except ValueError:
         raise BadValue.at(token, f"{what}: {text!r} is not a CIDR network") from None
+    return reverse_zones(network)
+
+
+def reverse_zones(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[str, ...]:
+    """The reverse zones a network spans, as CoreDNS splits it: on whole octets (IPv4) or
+    nibbles (IPv6), a prefix between two boundaries spread over the next boundary's zones."""
     step = 8 if network.version == 4 else 4
     boundary = -(-network.prefixlen // step) * step
     labels_kept = boundary // step
     found = []
-    for subnet in network.subnets(new_prefix=boundary) if boundary else [network]:
+    for subnet in network.subnets(new_prefix=boundary):
         labels = subnet.network_address.reverse_pointer.split(".")
         found.append(".".join(labels[len(labels) - 2 - labels_kept:]))  # + in-addr.arpa
     return tuple(found)

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain as chained
 
+from dnsserver.config import directives
 from dnsserver.config.directives import (
     BadValue,
     Directive,
@@ -207,14 +208,7 @@ def _reverse_zones(cidr: str) -> list[str]:
     """The reverse zones of a network, split on octet (nibble) boundaries as CoreDNS does."""
     if cidr.startswith(":") or (cidr.startswith("0") and ":" in cidr):
         raise ValueError(f"{cidr!r} is not a network CoreDNS accepts")
-    network = ipaddress.ip_network(cidr, strict=False)
-    step = 8 if network.version == 4 else 4
-    boundary = -(-network.prefixlen // step) * step
-    zones = []
-    for subnet in network.subnets(new_prefix=boundary):
-        labels = subnet.network_address.reverse_pointer.split(".")
-        zones.append(".".join(labels[len(labels) - 2 - boundary // step:]))
-    return zones
+    return list(directives.reverse_zones(ipaddress.ip_network(cidr, strict=False)))
 
 
 # -- the hosts-file format -----------------------------------------------------------------

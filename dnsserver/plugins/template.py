@@ -56,6 +56,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dnsserver.config import directives
 from dnsserver.config.directives import (
     BadValue,
     CorefileError,
@@ -250,15 +251,8 @@ def _zones(tokens: Iterable[Token], what: str, context: ParseContext) -> tuple[s
 
 
 def _reverse_zones(cidr: str) -> list[str]:
-    """The reverse zones of a network, split on octet (nibble) boundaries as CoreDNS does."""
-    network = ipaddress.ip_network(cidr, strict=False)
-    step = 8 if network.version == 4 else 4
-    boundary = -(-network.prefixlen // step) * step
-    zones = []
-    for subnet in network.subnets(new_prefix=boundary):
-        labels = subnet.network_address.reverse_pointer.split(".")
-        zones.append(".".join(labels[len(labels) - 2 - boundary // step:]))
-    return zones
+    """The reverse zones of a network, its host bits ignored (CoreDNS's template does)."""
+    return list(directives.reverse_zones(ipaddress.ip_network(cidr, strict=False)))
 
 
 def _record_template(text: str) -> RecordTemplate:

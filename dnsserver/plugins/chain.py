@@ -122,6 +122,22 @@ class Plugin(Protocol):
     async def close(self) -> None: ...
 
 
+class FixedPlugin:
+    """The part of :class:`Plugin` shared by a plugin that starts nothing and intercepts what
+    it decided when it was built (``_interception``): rewrite, template."""
+
+    _interception: Interception
+
+    def interception(self) -> Interception:
+        return self._interception
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 def _no_addresses() -> Sequence[tuple[str, int]]:
     return ()
 

@@ -704,7 +704,7 @@ class _Outcome:
 Apply = Callable[[str, int, int], _Outcome | None]
 
 
-class Rewrite:
+class Rewrite(chain.FixedPlugin):
     """One rewrite rule on the slow path (see the module docstring)."""
 
     def __init__(self, options: RewriteOptions, cluster_zones: Sequence[str]) -> None:
@@ -716,15 +716,6 @@ class Rewrite:
     @property
     def name(self) -> str:
         return PLUGIN
-
-    def interception(self) -> chain.Interception:
-        return self._interception
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     def serve(self, request: chain.Request, next_plugin: chain.Next) -> chain.Reply:
         session = request.session if isinstance(request, _Rewritten) else None

@@ -272,7 +272,7 @@ def _record_template(text: str) -> RecordTemplate:
 
 # -- the plugin ----------------------------------------------------------------------------
 
-class Template:
+class Template(chain.FixedPlugin):
     """One ``template`` directive on the slow path."""
 
     name = NAME
@@ -300,16 +300,7 @@ class Template:
             self._opt_without_edns = _with_option(wire.opt_record(EDE_UDP_SIZE, 1), self._ede)
         self._interception = self._intercepted(context)
 
-    # -- chain.Plugin
-
-    def interception(self) -> chain.Interception:
-        return self._interception
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
+    # -- chain.Plugin (interception, start and close: chain.FixedPlugin's)
 
     def serve(self, request: chain.Request, next_plugin: chain.Next) -> chain.Reply:
         key, qtype = request.key, request.qtype

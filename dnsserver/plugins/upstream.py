@@ -551,18 +551,25 @@ async def _connect_udp(upstream: Upstream) -> UdpStream:
     return stream
 
 
+def _past_question(reply: bytes) -> tuple[wire.Cursor, int]:
+    """A cursor just past ``reply``'s question section, and how many records follow it
+    (:class:`wire.FormError` or :class:`struct.error` when the reply is cut short)."""
+    cursor = wire.Cursor(reply, wire.HEADER_LENGTH)
+    qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHH", reply, 4)
+    for _ in range(qdcount):
+        cursor.name(allow_pointers=True)
+        cursor.take(4)
+    return cursor, ancount + nscount + arcount
+
+
 def response_rcode(reply: bytes) -> int:
     """A reply's whole rcode: the header's four bits and its OPT record's upper eight."""
     rcode = reply[3] & 0x0F
     if reply[10:12] == b"\x00\x00":
         return rcode
     try:
-        cursor = wire.Cursor(reply, wire.HEADER_LENGTH)
-        qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHH", reply, 4)
-        for _ in range(qdcount):
-            cursor.name(allow_pointers=True)
-            cursor.take(4)
-        for _ in range(ancount + nscount + arcount):
+        cursor, records = _past_question(reply)
+        for _ in range(records):
             cursor.name(allow_pointers=True)
             rtype = cursor.u16()
             cursor.take(2)
@@ -617,14 +624,10 @@ def fit_udp(reply: bytes, limit: int) -> bytes:
     if len(reply) <= limit or len(reply) < wire.HEADER_LENGTH:
         return reply
     try:
-        cursor = wire.Cursor(reply, wire.HEADER_LENGTH)
-        qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHH", reply, 4)
-        for _ in range(qdcount):
-            cursor.name(allow_pointers=True)
-            cursor.take(4)
+        cursor, records = _past_question(reply)
         question_end = cursor.offset
         opt = b""
-        for _ in range(ancount + nscount + arcount):
+        for _ in range(records):
             start = cursor.offset
             cursor.name(allow_pointers=True)
             rtype = cursor.u16()
@@ -634,7 +637,7 @@ def fit_udp(reply: bytes, limit: int) -> bytes:
                 opt = reply[start : cursor.offset]
     except (wire.FormError, struct.error):
         return reply[:2] + bytes((reply[2] | _TC, reply[3])) + b"\x00" * 8
-    counts = struct.pack(">HHHH", qdcount, 0, 0, 1 if opt else 0)
+    counts = reply[4:6] + struct.pack(">HHH", 0, 0, 1 if opt else 0)  # QDCOUNT kept
     return reply[:2] + bytes((reply[2] | _TC, reply[3])) + counts + reply[12:question_end] + opt
 
 
